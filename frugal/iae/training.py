@@ -1,0 +1,349 @@
+"""Training an IAE with Optax.
+
+Objective over the training set ``T`` (anchors included), DESIGN.md section 2:
+
+.. math:: \\mathcal{L} = \\ell\\big(\\Psi(P(\\Phi(\\tilde x))), x\\big)
+          + \\mu\\, \\frac{\\|\\Phi(\\tilde x) - P(\\Phi(\\tilde x))\\|^2}{s(\\Omega)}
+
+where ``P`` projects a code onto the affine hull of the encoded anchors (barycentric
+weights), ``x~`` is ``x`` plus optional Gaussian training noise at a given SNR, and
+``s(Omega)`` is the mean squared distance of the anchor codes to their centroid (so the
+interpolation penalty is scale free). The reconstruction loss ``l`` is, per input channel
+``c`` (one per radionuclide in a joint model), the channel-weighted squared error
+normalised by the mean power of the training spectra: ``"squared"`` averages these over
+``c``; ``"log"`` averages their logarithms (the log-MSE of SEMSUN).
+
+One jitted call runs several epochs (``lax.fori_loop`` over epochs, ``lax.scan`` over
+shuffled minibatches), then the host evaluates, updates the progress bar, keeps the best
+parameters, stops early if asked and writes a resumable checkpoint if asked.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from frugal._validation import check_array, check_choice, check_float, check_int
+from frugal.iae import model as M
+from frugal.iae.barycenter import flatten_levels, interpolate_codes
+
+#: Reference spectrum floor, relative to its maximum: channels with (almost) no signal in the
+#: whole training set still get a positive scale, so inputs stay bounded and ``exp`` outputs
+#: can reach them.
+REFERENCE_FLOOR = 1e-3
+
+
+def _objective(config, loss_kind, mu, params, reference, anchors, x_clean, x_input, channel_weights, power):
+    anchor_codes = M.encode(config, params, reference, anchors)
+    codes = M.encode(config, params, reference, x_input)
+    lam = M.latent_from_codes(config.__class__(**{**config.__dict__, "constraint": None}), codes, anchor_codes)
+    projected = interpolate_codes(lam, anchor_codes)
+    x_hat = M.decode_codes(config, params, reference, projected)
+    per_input = jnp.mean(jnp.sum(channel_weights * jnp.square(x_hat - x_clean), axis=-1), axis=0) / power
+    if loss_kind == "log":
+        rec = jnp.mean(jnp.log(per_input + 1e-30))
+    else:
+        rec = jnp.mean(per_input)
+    z = flatten_levels(codes, 1)
+    pz = flatten_levels(projected, 1)
+    omega = flatten_levels(anchor_codes, 1)
+    spread = jnp.mean(jnp.sum(jnp.square(omega - omega.mean(0)), -1)) + 1e-30
+    interp = jnp.mean(jnp.sum(jnp.square(z - pz), -1)) / spread
+    return rec + mu * interp, (rec, interp)
+
+
+def _add_noise(key, x, snr_db):
+    """``x`` plus white Gaussian noise at an SNR (dB) drawn per spectrum in ``snr_db = (lo, hi)``."""
+    k1, k2 = jax.random.split(key)
+    snr = jax.random.uniform(k1, (x.shape[0], 1, 1), minval=snr_db[0], maxval=snr_db[1])
+    rms = jnp.sqrt(jnp.mean(jnp.square(x), axis=(-2, -1), keepdims=True))
+    return x + rms * 10.0 ** (-snr / 20.0) * jax.random.normal(k2, x.shape, x.dtype)
+
+
+@partial(jax.jit, static_argnames=("config", "loss_kind", "optimizer", "batch_size", "noisy"))
+def _run_epochs(carry, n_epochs, data, *, config, loss_kind, optimizer, batch_size, noisy, mu, snr_db):
+    train_x, reference, anchors, weights, power = data
+    n = train_x.shape[0]
+    n_batches = -(-n // batch_size)
+
+    def step(c, idx):
+        params, opt_state, key = c
+        key, sub = jax.random.split(key)
+        x = train_x[idx]
+        x_in = _add_noise(sub, x, snr_db) if noisy else x
+        grads, _ = jax.grad(
+            lambda p: _objective(config, loss_kind, mu, p, reference, anchors, x, x_in, weights, power),
+            has_aux=True,
+        )(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, key), None
+
+    def epoch(_, c):
+        params, opt_state, key = c
+        key, sub = jax.random.split(key)
+        perm = jax.random.permutation(sub, n)
+        # Wrap around so every minibatch is full: one shape, one compilation.
+        idx = jnp.concatenate([perm, perm])[: n_batches * batch_size].reshape(n_batches, batch_size)
+        c, _ = jax.lax.scan(step, (params, opt_state, key), idx)
+        return c
+
+    return jax.lax.fori_loop(0, n_epochs, epoch, carry)
+
+
+@partial(jax.jit, static_argnames=("config", "loss_kind"))
+def _evaluate(params, x, data, *, config, loss_kind, mu):
+    _, reference, anchors, weights, power = data
+    total, (rec, interp) = _objective(config, loss_kind, mu, params, reference, anchors, x, x, weights, power)
+    return total, rec
+
+
+@functools.lru_cache(maxsize=32)
+def make_optimizer(learning_rate: float, total_steps: int) -> optax.GradientTransformation:
+    """Adam with gradient clipping and a warm-up + cosine schedule down to 1 % of the peak.
+
+    Cached, so that equal settings give the same object and the jitted epoch loop (which
+    takes the optimiser as a static argument) compiles once per architecture.
+    """
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.1 * learning_rate, peak_value=learning_rate,
+        warmup_steps=max(1, min(200, total_steps // 20)), decay_steps=max(2, total_steps),
+        end_value=1e-2 * learning_rate,
+    )
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+
+
+def _validate_training_data(spectra, anchors, valid, output):
+    nonneg = output != "linear"
+    spectra = check_array(spectra, "spectra", ndim=(2, 3), nonnegative=nonneg)
+    joint = spectra.ndim == 3
+    shape = spectra.shape[1:]
+    anchors = check_array(anchors, "anchors", ndim=spectra.ndim, nonnegative=nonneg)
+    if anchors.shape[1:] != shape:
+        raise ValueError(
+            f"anchors must have the same spectrum shape as spectra {shape}, got {anchors.shape[1:]} "
+            "(anchors that do not match the channels)"
+        )
+    if anchors.shape[0] < 2:
+        raise ValueError(f"anchors must hold at least 2 spectra, got {anchors.shape[0]}")
+    if valid is not None:
+        valid = check_array(valid, "valid", ndim=spectra.ndim, nonnegative=nonneg)
+        if valid.shape[1:] != shape:
+            raise ValueError(f"valid must have spectrum shape {shape}, got {valid.shape[1:]}")
+    as3 = (lambda a: a) if joint else (lambda a: None if a is None else a[:, None, :])
+    return as3(spectra), as3(anchors), as3(valid), joint
+
+
+def default_epochs(n_spectra: int, n_channels: int) -> int:
+    """Epochs for a good fit in about a minute of CPU for ~100 spectra of ~1000 channels."""
+    return int(np.clip(300_000 // max(n_spectra, 1), 500, 5000))
+
+
+def train(
+    spectra,
+    anchors,
+    *,
+    arch: str = "dense",
+    epochs: int | None = None,
+    valid=None,
+    seed: int = 0,
+    batch_size: int = 16,
+    learning_rate: float = 2e-3,
+    mu: float = 1e-3,
+    loss: str = "squared",
+    channel_weights=None,
+    noise_snr=None,
+    patience: int | None = None,
+    eval_every: int | None = None,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    **architecture,
+) -> M.IAEModel:
+    """Train an IAE on ``spectra`` with ``anchors`` and return the model with the best parameters.
+
+    spectra: ``(N, n)`` training spectra, or ``(N, c, n)`` for a joint model of ``c`` inputs
+      (e.g. radionuclides). The anchors are added to the training set.
+    anchors: ``(d, n)`` or ``(d, c, n)``, ``d >= 2``.
+    arch: ``"dense"`` or ``"conv"``; further keyword arguments set the architecture
+      (``latent_dim``, ``width``, ``depth``, ``filters``, ``kernels``, ``strides``,
+      ``lateral``, ``activation``, ``output``, ``rel_eps``; see :class:`IAEConfig`).
+    epochs: passes over the training set (default from :func:`default_epochs`).
+    valid: optional held-out spectra; the best parameters are those of lowest validation loss
+      (training loss when ``valid`` is None), and ``patience`` (epochs without improvement)
+      stops early.
+    loss: ``"squared"`` or ``"log"`` (mean over inputs of the log of the normalised MSE).
+    channel_weights: optional ``(n,)`` or ``(c, n)`` non-negative weights of the squared error.
+    noise_snr: ``None``, an SNR in dB, or a range ``(lo, hi)``: Gaussian noise added to the
+      encoder's input during training (robustness to noisy data).
+    checkpoint: a file to save the training state to every ``checkpoint_every`` epochs
+      (atomically); with ``resume=True`` an existing one is continued from where it stopped.
+    progress: show a progress bar (epochs, losses).
+    """
+    output = architecture.get("output", "exp")
+    x, e, v, joint = _validate_training_data(spectra, anchors, valid, output)
+    check_choice(arch, "arch", ("dense", "conv"))
+    check_choice(loss, "loss", ("squared", "log"))
+    seed = check_int(seed, "seed", minimum=0)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, strict=True)
+    mu = check_float(mu, "mu", minimum=0.0)
+    train_x = np.concatenate([e, x], axis=0)
+    n_train, c, n = train_x.shape
+    epochs = default_epochs(n_train, n) if epochs is None else check_int(epochs, "epochs", minimum=1)
+    eval_every = max(1, epochs // 100) if eval_every is None else check_int(eval_every, "eval_every", minimum=1)
+    if patience is not None:
+        patience = check_int(patience, "patience", minimum=1)
+    batch_size = min(batch_size, n_train)
+    if noise_snr is None:
+        snr_db = (0.0, 0.0)
+    else:
+        lo, hi = (noise_snr, noise_snr) if np.ndim(noise_snr) == 0 else tuple(noise_snr)
+        snr_db = (check_float(lo, "noise_snr"), check_float(hi, "noise_snr"))
+    if channel_weights is None:
+        weights = np.ones((c, n), np.float32)
+    else:
+        weights = check_array(channel_weights, "channel_weights", ndim=(1, 2), shape=(n,), nonnegative=True)
+        weights = np.broadcast_to(weights, (c, n)).astype(np.float32)
+
+    config = M.IAEConfig(
+        n_channels=n, n_anchors=e.shape[0], n_inputs=c, joint=joint, arch=arch,
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in architecture.items()},
+    )
+    encoder, decoder = config.networks()  # validates the architecture names
+    M.output_map(config, jnp.zeros(1))
+
+    mean = train_x.mean(axis=0)
+    reference = np.maximum(mean, REFERENCE_FLOOR * mean.max(axis=-1, keepdims=True))
+    if not np.all(reference > 0):
+        raise ValueError("spectra are all zero in at least one input channel: nothing to learn")
+    if output == "linear":
+        reference = np.maximum(np.abs(mean), REFERENCE_FLOOR * np.abs(mean).max(axis=-1, keepdims=True))
+    power = np.mean(np.sum(weights * train_x**2, axis=-1), axis=0) + 1e-30
+    data = tuple(jnp.asarray(a, jnp.float32) for a in (train_x, reference, e, weights, power))
+
+    key = jax.random.PRNGKey(seed)
+    key, k_enc, k_dec = jax.random.split(key, 3)
+    enc_params = encoder.init(k_enc, data[0][:1] / data[1])
+    codes = encoder.apply(enc_params, data[0][:1] / data[1])
+    params = {"encoder": enc_params, "decoder": decoder.init(k_dec, codes)}
+
+    steps_per_epoch = -(-n_train // batch_size)
+    total_steps = epochs * steps_per_epoch
+    optimizer = make_optimizer(learning_rate, total_steps)
+    opt_state = optimizer.init(params)
+    valid_x = None if v is None else jnp.asarray(v, jnp.float32)
+
+    history = {"epoch": [], "train_loss": [], "train_reconstruction": [], "valid_loss": []}
+    best = {"loss": np.inf, "params": params, "epoch": 0}
+    start_epoch, elapsed_before = 0, 0.0
+    fingerprint = _fingerprint(train_x, v, config, loss, mu, seed, snr_db, batch_size, learning_rate, epochs)
+
+    if checkpoint is not None and resume and os.path.exists(checkpoint):
+        from frugal.iae.checkpoint import load_training_state
+
+        saved = load_training_state(checkpoint, params, opt_state)
+        if saved["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"checkpoint {os.fspath(checkpoint)!r} was written for other data or settings; "
+                "use the same spectra, anchors and arguments to resume, or another checkpoint path"
+            )
+        params, opt_state, key = saved["params"], saved["opt_state"], saved["key"]
+        best = {"loss": saved["best_loss"], "params": saved["best_params"], "epoch": saved["best_epoch"]}
+        history, start_epoch, elapsed_before = saved["history"], saved["epoch"], saved["elapsed"]
+
+    run = partial(
+        _run_epochs, config=config, loss_kind=loss, optimizer=optimizer, batch_size=batch_size,
+        noisy=noise_snr is not None, mu=mu, snr_db=jnp.asarray(snr_db, jnp.float32),
+    )
+    evaluate = partial(_evaluate, config=config, loss_kind=loss, mu=mu)
+    carry = (params, opt_state, key)
+    epoch, stopped_early, t0 = start_epoch, False, time.perf_counter()
+    last_saved = start_epoch
+    with tqdm(total=epochs, initial=start_epoch, desc="IAE training", unit="epoch", disable=not progress,
+              dynamic_ncols=True, leave=True) as bar:
+        while epoch < epochs:
+            chunk = min(eval_every, epochs - epoch)
+            carry = run(carry, chunk, data)
+            epoch += chunk
+            train_total, train_rec = evaluate(carry[0], data[0], data)
+            monitored = train_total if valid_x is None else evaluate(carry[0], valid_x, data)[0]
+            train_total, monitored = float(train_total), float(monitored)
+            if not np.isfinite(train_total):
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch} (loss {train_total}); lower learning_rate"
+                )
+            history["epoch"].append(epoch)
+            history["train_loss"].append(train_total)
+            history["train_reconstruction"].append(float(train_rec))
+            history["valid_loss"].append(None if valid_x is None else monitored)
+            if monitored < best["loss"]:
+                best = {"loss": monitored, "params": carry[0], "epoch": epoch}
+            bar.update(chunk)
+            bar.set_postfix(loss=f"{train_total:.3e}", **({} if valid_x is None else {"valid": f"{monitored:.3e}"}))
+            if checkpoint is not None and checkpoint_every and epoch - last_saved >= checkpoint_every:
+                partial_model = M.IAEModel(
+                    config, M.make_state(config, best["params"], data[1], data[2]),
+                    {"history": history, "best_epoch": int(best["epoch"]), "partial": True},
+                )
+                _save_progress(checkpoint, partial_model, carry, best, history, epoch,
+                               elapsed_before + time.perf_counter() - t0, fingerprint)
+                last_saved = epoch
+            if patience is not None and epoch - best["epoch"] >= patience:
+                stopped_early = True
+                break
+
+    params = best["params"]
+    state = M.make_state(config, params, data[1], data[2])
+    lam = M._interpolate(config, state, data[0])
+    state = state._replace(latent_lower=jnp.min(lam, 0), latent_upper=jnp.max(lam, 0))
+    info = {
+        "history": history,
+        "best_epoch": int(best["epoch"]),
+        "best_loss": float(best["loss"]),
+        "epochs_run": int(epoch),
+        "stopped_early": stopped_early,
+        "train_time_s": elapsed_before + time.perf_counter() - t0,
+        "n_train": int(n_train),
+        "seed": seed,
+        "loss": loss,
+        "mu": mu,
+        "noise_snr": None if noise_snr is None else list(snr_db),
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+    }
+    model = M.IAEModel(config, state, info)
+    if checkpoint is not None:
+        # Keep the training state with the final model: rerunning the same call with
+        # resume=True then returns at once instead of training again.
+        _save_progress(checkpoint, model, carry, best, history, epoch, info["train_time_s"], fingerprint)
+    return model
+
+
+def _fingerprint(train_x, valid, config, *settings) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(train_x, np.float32).tobytes())
+    if valid is not None:
+        h.update(np.ascontiguousarray(valid, np.float32).tobytes())
+    h.update(repr((config, settings)).encode())
+    return h.hexdigest()
+
+
+def _save_progress(path, model, carry, best, history, epoch, elapsed, fingerprint):
+    from frugal.iae.checkpoint import save
+
+    params, opt_state, key = carry
+    save(model, path, training={
+        "params": params, "opt_state": opt_state, "key": key, "best_params": best["params"],
+        "best_loss": float(best["loss"]), "best_epoch": int(best["epoch"]), "epoch": int(epoch),
+        "history": history, "elapsed": float(elapsed), "fingerprint": fingerprint,
+    })

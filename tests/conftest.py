@@ -1,0 +1,28 @@
+"""Shared fixtures: small shapes, compiled once per module."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests run on the CPU whatever the machine has, with a stable thread count.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gamma_data_dir():
+    """The Geant4 development data beside the checkout, or $FRUGAL_GAMMA_DATA; None if absent."""
+    env = os.environ.get("FRUGAL_GAMMA_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data" / "gamma_steel_geant4"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def geant4_dir():
+    d = gamma_data_dir()
+    if d is None:
+        pytest.skip("Geant4 development data (../shared/data/gamma_steel_geant4) is not available")
+    return d
