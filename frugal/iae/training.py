@@ -270,7 +270,7 @@ def train(
     epoch, stopped_early, t0 = start_epoch, False, time.perf_counter()
     last_saved = start_epoch
     with tqdm(total=epochs, initial=start_epoch, desc="IAE training", unit="epoch", disable=not progress,
-              dynamic_ncols=True, leave=True) as bar:
+              dynamic_ncols=True, leave=True, mininterval=1.0) as bar:
         while epoch < epochs:
             chunk = min(eval_every, epochs - epoch)
             carry = run(carry, chunk, data)
