@@ -1,1 +1,56 @@
-"""frugal.solvers."""
+"""Block-proximal solver core shared by the unmixing problems.
+
+* ``block``: ``block_solve`` runs block updates ``(state, data) -> state`` Gauss-Seidel under
+  ``lax.while_loop``; ``chain``, ``repeat``, ``jacobi``, ``update_field`` compose them.
+* ``multiplicative``: Poisson EM/NNPU amplitude updates, Fisher standard errors, KL-NMF.
+* ``gradient``: inner solvers for one block (projected gradient with Armijo backtracking,
+  jaxopt's L-BFGS-B, diagonal projected Newton, forward-backward step).
+"""
+
+from frugal.solvers.block import BlockResult, block_solve, chain, jacobi, merge_fields, repeat, update_field
+from frugal.solvers.gradient import (
+    InnerResult,
+    lbfgsb,
+    projected_gradient,
+    projected_newton_diag,
+    proximal_gradient_step,
+)
+from frugal.solvers.newton import NewtonResult, damped_newton, sum_to_one_basis
+from frugal.solvers.multiplicative import (
+    NMFResult,
+    NNPUResult,
+    kl_nmf,
+    nnpu,
+    nnpu_init,
+    poisson_covariance,
+    poisson_fisher,
+    poisson_multiplicative_step,
+    poisson_stderr,
+)
+
+__all__ = [
+    "BlockResult",
+    "InnerResult",
+    "NMFResult",
+    "NNPUResult",
+    "NewtonResult",
+    "block_solve",
+    "chain",
+    "damped_newton",
+    "jacobi",
+    "kl_nmf",
+    "lbfgsb",
+    "merge_fields",
+    "nnpu",
+    "nnpu_init",
+    "poisson_covariance",
+    "poisson_fisher",
+    "poisson_multiplicative_step",
+    "poisson_stderr",
+    "projected_gradient",
+    "projected_newton_diag",
+    "proximal_gradient_step",
+    "repeat",
+    "sum_to_one_basis",
+    "update_field",
+]
