@@ -145,7 +145,8 @@ def _squarem_step(a, signatures, counts, free):
     return jnp.where(ok, a3, a2)
 
 
-def _nnpu_single(signatures, counts, a0, free, max_iter, tol, accelerate=False):
+def nnpu_unchecked(signatures, counts, a0, free, max_iter, tol, accelerate=False):
+    """``nnpu`` for one spectrum without argument checks: pure, for use inside jitted solvers."""
     tol = _effective_tol(tol, signatures.dtype)
 
     def cond(carry):
@@ -170,8 +171,8 @@ def _nnpu_batched(signatures, counts, a0, free, max_iter, tol, accelerate):
     a_ax = 0 if a0.ndim == 2 else None
     f_ax = 0 if free.ndim == 2 else None
     if counts.ndim == 1:
-        return _nnpu_single(signatures, counts, a0, free, max_iter, tol, accelerate)
-    return jax.vmap(_nnpu_single, in_axes=(s_ax, 0, a_ax, f_ax, None, None, None))(
+        return nnpu_unchecked(signatures, counts, a0, free, max_iter, tol, accelerate)
+    return jax.vmap(nnpu_unchecked, in_axes=(s_ax, 0, a_ax, f_ax, None, None, None))(
         signatures, counts, a0, free, max_iter, tol, accelerate
     )
 
@@ -282,14 +283,27 @@ def poisson_covariance(a, signatures, counts=None, *, active=None, active_tol: f
     signatures give very large, never NaN, variances; a zero column gives ``inf``.
     """
     fisher = poisson_fisher(a, signatures, counts)
-    k = a.shape[-1]
     if active is None:
         active = a > active_tol * jnp.maximum(jnp.max(a), TINY)
-    active = jnp.asarray(active, bool)
+    return fisher_covariance(fisher, active)
+
+
+def fisher_covariance(fisher, active=None):
+    r"""Covariance ``F^{-1}`` of estimates from a Fisher matrix, on the active set.
+
+    Parameters with ``active=False`` (at a bound) are decoupled: they get the conditional
+    variance :math:`1 / F_{kk}` and zero covariance with the others. The active block is
+    inverted in correlation form :math:`C = D^{-1/2} F D^{-1/2}` with eigenvalues floored
+    at ``10 * eps`` (a regularised pseudo-inverse): near-collinear parameters get very
+    large, never NaN, variances; a parameter with :math:`F_{kk} = 0` gets ``inf``.
+    ``fisher``: ``(k, k)``; ``active``: ``(k,)`` booleans (default: all).
+    """
+    k = fisher.shape[-1]
+    active = jnp.ones((k,), bool) if active is None else jnp.asarray(active, bool)
     pair = active[:, None] & active[None, :]
     eye = jnp.eye(k, dtype=fisher.dtype)
     diag = jnp.diagonal(fisher)
-    # Inactive sources are decoupled: their rows and columns keep only the diagonal.
+    # Inactive parameters are decoupled: their rows and columns keep only the diagonal.
     masked = jnp.where(pair, fisher, eye * fisher)
     scale = jnp.sqrt(jnp.maximum(diag, 0.0))
     inv_scale = _safe_div(jnp.ones_like(scale), scale)

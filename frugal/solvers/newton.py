@@ -5,10 +5,12 @@ For the latent step of BSP and SEMSUN the unknown is a handful of barycentric we
 is not convex. Each iteration works in the coordinates ``t`` of the constraint's tangent
 space (``x = x_k + V t`` with ``V`` orthonormal, ``1^T V = 0`` for the sum-to-one plane):
 
-.. math:: t = -Q\\,\\mathrm{diag}\\big(1 / (|e_i| + \\nu)\\big)\\,Q^\\top g_t,
-          \\qquad H_t = Q\\,\\mathrm{diag}(e)\\,Q^\\top
+.. math:: t = -D^{-1} Q\\,\\mathrm{diag}\\big(1 / (|e_i| + \\nu)\\big)\\,Q^\\top D^{-1} g_t,
+          \\qquad D^{-1} H_t D^{-1} = Q\\,\\mathrm{diag}(e)\\,Q^\\top,
+          \\quad D = \\mathrm{diag}(|H_t|)^{1/2}
 
-(the absolute eigenvalues make it a descent direction where the Hessian is indefinite),
+(Marquardt's scaling ``D`` makes the damping independent of the units of each unknown;
+the absolute eigenvalues make it a descent direction where the Hessian is indefinite),
 then ``x_+ = project(x_k + V t)``. A trial that lowers the objective is accepted and the
 damping ``nu`` shrinks; otherwise ``nu`` grows, which shortens the step and turns it
 towards the (projected) gradient. Everything runs under ``lax.while_loop`` and vmaps.
@@ -43,6 +45,7 @@ def damped_newton(
     *,
     basis=None,
     project: Callable | None = None,
+    derivatives: Callable | None = None,
     max_iter: int = 30,
     xtol: float = 1e-6,
     ftol: float = 1e-10,
@@ -51,7 +54,12 @@ def damped_newton(
 
     basis: ``(d, r)`` orthonormal directions the iterate may move in (``None``: all).
     project: maps a trial point back to the feasible set (``None``: no constraint).
-    Stops when an accepted step moves ``x`` by less than ``xtol`` (max norm), when it lowers
+    derivatives: ``x -> (f, g, H)`` in the full coordinates, to supply a cheaper or safer
+      curvature than the exact Hessian (e.g. the Fisher / Gauss-Newton matrix
+      ``J^T diag(1/m) J`` of a Poisson model). Default: ``jax.value_and_grad`` and
+      ``jax.hessian`` of ``fun``.
+    Stops when an accepted step moves ``x`` by less than ``xtol`` (max norm, relative to
+    ``max(|x_i|, 1)`` so that large counts and unit-scale weights mix), when it lowers
     the objective by less than ``ftol * (1 + |f|)``, when the damping has grown so large
     that no step can lower the objective (a stationary point), or after ``max_iter``.
     """
@@ -60,42 +68,54 @@ def damped_newton(
     v = jnp.eye(x0.shape[-1], dtype=dtype) if basis is None else jnp.asarray(basis, dtype)
     proj = (lambda x: x) if project is None else project
     x0 = proj(x0)
-    value_and_grad = jax.value_and_grad(fun)
-    hess = jax.hessian(fun)
+    if derivatives is None:
+        value_and_grad = jax.value_and_grad(fun)
+        hess = jax.hessian(fun)
 
-    def derivatives(x):
-        f, g = value_and_grad(x)
-        h = v.T @ hess(x) @ v
-        e, q = jnp.linalg.eigh(0.5 * (h + h.T))
-        return f, v.T @ g, e, q
+        def full(x):
+            f, g = value_and_grad(x)
+            return f, g, hess(x)
+    else:
+        full = derivatives
 
-    f0, g0, e0, q0 = derivatives(x0)
-    nu0 = 1e-3 * jnp.mean(jnp.abs(e0)) + jnp.finfo(dtype).tiny
+    # A decrease below a few ulps of f cannot be measured: never ask for one.
+    ftol_eff = max(ftol, 10 * float(jnp.finfo(dtype).eps))
+
+    def tangent_derivatives(x):
+        f, g, h = full(x)
+        h = v.T @ h @ v
+        # Jacobi scaling (Marquardt): unknowns of very different scales (counts ~1e5 and
+        # weights ~1) get comparable curvature, so one damping fits all of them.
+        diag = jnp.abs(jnp.diagonal(h))
+        d = jnp.sqrt(jnp.maximum(diag, 1e-12 * jnp.max(diag)) + jnp.finfo(dtype).tiny)
+        e, q = jnp.linalg.eigh(0.5 * (h + h.T) / (d[:, None] * d[None, :]))
+        return f, (v.T @ g) / d, e, q, d
+
+    f0, g0, e0, q0, d0 = tangent_derivatives(x0)
 
     def cond(s):
         return (s["i"] < max_iter) & ~s["done"]
 
     def body(s):
-        step_t = -(s["q"] @ ((s["q"].T @ s["g"]) / (jnp.abs(s["e"]) + s["nu"])))
+        step_t = -(s["q"] @ ((s["q"].T @ s["g"]) / (jnp.abs(s["e"]) + s["nu"]))) / s["d"]
         trial = proj(s["x"] + v @ step_t)
         f_trial = fun(trial)
         accept = jnp.isfinite(f_trial) & (f_trial < s["f"])
-        f_new, g_new, e_new, q_new = jax.lax.cond(
-            accept, derivatives, lambda _: (s["f"], s["g"], s["e"], s["q"]), trial
+        f_new, g_new, e_new, q_new, d_new = jax.lax.cond(
+            accept, tangent_derivatives, lambda _: (s["f"], s["g"], s["e"], s["q"], s["d"]), trial
         )
-        moved = jnp.max(jnp.abs(trial - s["x"]))
-        small = accept & ((moved < xtol) | (s["f"] - f_trial <= ftol * (1.0 + jnp.abs(s["f"]))))
-        scale = jnp.mean(jnp.abs(s["e"])) + jnp.finfo(dtype).tiny
-        stuck = s["nu"] > 1e12 * scale
+        moved = jnp.max(jnp.abs(trial - s["x"]) / jnp.maximum(jnp.abs(s["x"]), 1.0))
+        small = accept & ((moved < xtol) | (s["f"] - f_trial <= ftol_eff * (1.0 + jnp.abs(s["f"]))))
+        stuck = s["nu"] > 1e12
         return {
             "x": jnp.where(accept, trial, s["x"]),
-            "f": f_new, "g": g_new, "e": e_new, "q": q_new,
-            "nu": jnp.where(accept, s["nu"] * 0.3, s["nu"] * 10.0),
+            "f": f_new, "g": g_new, "e": e_new, "q": q_new, "d": d_new,
+            "nu": jnp.where(accept, jnp.maximum(s["nu"] * 0.3, 1e-9), s["nu"] * 10.0),
             "i": s["i"] + 1,
             "done": small | stuck,
         }
 
-    init = {"x": x0, "f": f0, "g": g0, "e": e0, "q": q0, "nu": nu0, "i": jnp.int32(0),
+    init = {"x": x0, "f": f0, "g": g0, "e": e0, "q": q0, "d": d0, "nu": jnp.asarray(1e-3, dtype), "i": jnp.int32(0),
             "done": jnp.array(False)}
     out = jax.lax.while_loop(cond, body, init)
     return NewtonResult(out["x"], out["f"], out["i"], out["done"])
