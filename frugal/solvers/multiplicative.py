@@ -373,7 +373,8 @@ def _nmf_s_step(state, data):
     return _NMFState(jnp.where(renorm, a * safe, a), new / safe[None, :])
 
 
-def _nmf_single(y, S0, a0, fixed, max_iter, tol):
+def kl_nmf_unchecked(y, S0, a0, fixed, max_iter, tol):
+    """``kl_nmf`` for one spectrum without argument checks: pure, for use inside jitted code."""
     tol = _effective_tol(tol, S0.dtype)
 
     def objective(state, data):
@@ -433,10 +434,10 @@ def kl_nmf(
 
 def _kl_nmf_impl(counts, signatures0, a0, fixed, max_iter, tol):
     if counts.ndim == 1:
-        return _nmf_single(counts, signatures0, a0, fixed, max_iter, tol)
+        return kl_nmf_unchecked(counts, signatures0, a0, fixed, max_iter, tol)
     s_ax = 0 if signatures0.ndim == 3 else None
     a_ax = 0 if a0.ndim == 2 else None
-    solve = jax.vmap(_nmf_single, in_axes=(0, s_ax, a_ax, None, None, None))
+    solve = jax.vmap(kl_nmf_unchecked, in_axes=(0, s_ax, a_ax, None, None, None))
     return solve(counts, signatures0, a0, fixed, max_iter, tol)
 
 

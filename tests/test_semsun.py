@@ -1,0 +1,165 @@
+"""SEMSUN unmixing and its baselines on small simulated mixtures."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import frugal.iae as iae
+from frugal.data import line_family, split
+from frugal.gamma.baselines import fixed, nmf, oracle
+from frugal.gamma.semsun import unmix
+
+M = 96
+
+
+@pytest.fixture(scope="module")
+def sources():
+    """Two toy radionuclide families sharing one shielding-like parameter, a background."""
+    fam = line_family(30, M, seed=5)
+    s = split(fam, test_fraction=0.2, seed=0)
+    joint = np.stack([fam.spectra, fam.spectra[:, ::-1] * np.linspace(1.5, 0.5, M)], axis=1)
+    joint /= joint.sum(-1, keepdims=True)
+    model = iae.train(joint[s.train], joint[s.anchors], epochs=400, progress=False)
+    e = np.linspace(0, 1, M)
+    background = np.exp(-3 * e) + 0.2
+    return model, background / background.sum(), joint, s
+
+
+def mixture(model, background, lam, counts):
+    """Expected counts of background + the two model sources at weights lam."""
+    sig = np.maximum(model.decode(np.asarray(lam, np.float32)), 0)
+    sig = sig / sig.sum(-1, keepdims=True)
+    rows = np.concatenate([background[None], sig], 0)
+    return np.asarray(counts) @ rows, rows
+
+
+TRUE_LAM = np.array([0.35, 0.65])
+TRUE_A = np.array([3e4, 2e4, 1.5e4])
+
+
+def test_oracle_on_noiseless_data_returns_the_truth(sources):
+    model, background, _, _ = sources
+    mu, rows = mixture(model, background, TRUE_LAM, TRUE_A)
+    res = oracle(mu, rows[1:], background=background)
+    np.testing.assert_allclose(res.counts, TRUE_A, rtol=1e-3)
+    assert res.names == ("background", "source0", "source1")
+
+
+def test_semsun_recovers_counts_and_latent_on_noiseless_mixture(sources):
+    model, background, _, _ = sources
+    mu, _ = mixture(model, background, TRUE_LAM, TRUE_A)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # expected counts are not integers
+        for solver in ("newton", "bcd"):
+            res = unmix(mu, model, background=background, latent0=[np.array([0.9, 0.1])], solver=solver)
+            np.testing.assert_allclose(res.counts, TRUE_A, rtol=2e-3, err_msg=solver)
+            np.testing.assert_allclose(res.latent[0], TRUE_LAM, atol=2e-3, err_msg=solver)
+            assert res.converged
+
+
+@pytest.fixture(scope="module")
+def draws(sources):
+    model, background, _, _ = sources
+    mu, _ = mixture(model, background, TRUE_LAM, TRUE_A)
+    rng = np.random.default_rng(1)
+    y = rng.poisson(mu, size=(200, M))
+    return y, unmix(y, model, background=background)
+
+
+def test_semsun_on_poisson_draws_is_unbiased_with_calibrated_errors(draws):
+    y, res = draws
+    assert res.counts.shape == (200, 3) and res.latent[0].shape == (200, 2)
+    assert np.all(res.converged)
+    # Mean over 200 draws within 3 standard errors of the mean of the truth.
+    spread = res.counts.std(0)
+    assert np.all(np.abs(res.counts.mean(0) - TRUE_A) < 3 * spread / np.sqrt(200))
+    # Fisher standard errors match the Monte Carlo spread within 20 %.
+    np.testing.assert_allclose(np.median(res.stderr, 0), spread, rtol=0.2)
+    lam_spread = res.latent[0][:, 1].std()
+    assert abs(np.median(res.latent_stderr[0][:, 1]) / lam_spread - 1) < 0.2
+    # ~68 % of the +-1 sigma intervals cover the truth.
+    coverage = np.mean(np.abs(res.counts - TRUE_A) <= res.stderr, 0)
+    assert np.all((coverage > 0.58) & (coverage < 0.78)), coverage
+
+
+def test_batched_equals_looped(sources, draws):
+    model, background, _, _ = sources
+    y, res = draws
+    for i in (0, 7):
+        single = unmix(y[i], model, background=background)
+        np.testing.assert_allclose(single.counts, res.counts[i], rtol=1e-4)
+        np.testing.assert_allclose(single.latent[0], res.latent[0][i], atol=1e-5)
+    chunked = unmix(y[:10], model, background=background, chunk_size=4)
+    np.testing.assert_allclose(chunked.counts, res.counts[:10], rtol=1e-4)
+
+
+def test_semsun_beats_wrong_fixed_signatures(sources, draws):
+    model, background, _, _ = sources
+    y, res = draws
+    _, wrong = mixture(model, background, np.array([1.0, 0.0]), TRUE_A)
+    biased = fixed(y, wrong[1:], background=background)
+    err_semsun = np.abs(np.median(res.counts, 0) / TRUE_A - 1)
+    err_fixed = np.abs(np.median(biased.counts, 0) / TRUE_A - 1)
+    assert np.all(err_semsun < 0.01)
+    assert np.max(err_fixed) > 5 * np.max(err_semsun)
+
+
+def test_nmf_baseline_keeps_background_and_unit_sums(sources, draws):
+    model, background, _, _ = sources
+    y, _ = draws
+    _, wrong = mixture(model, background, np.array([1.0, 0.0]), TRUE_A)
+    res = nmf(y[:5], wrong[1:], background=background, max_iter=200)
+    np.testing.assert_allclose(res.signatures[:, :, 0], np.broadcast_to(background, (5, M)), rtol=1e-5)
+    np.testing.assert_allclose(res.signatures.sum(1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(res.counts.sum(1), y[:5].sum(1), rtol=1e-3)
+
+
+def test_zero_counts_give_zeros_not_nan(sources):
+    model, background, _, _ = sources
+    res = unmix(np.zeros(M), model, background=background)
+    np.testing.assert_array_equal(res.counts, 0.0)
+    assert np.all(np.isfinite(res.latent[0])) and not np.any(np.isnan(res.stderr))
+    assert not np.any(np.isnan(fixed(np.zeros(M), np.ones((1, M)), background=background).counts))
+
+
+def test_individual_models_semsun_i(sources):
+    """One IAE per source (SEMSUN-i): a model may cover fewer channels than the spectrum."""
+    model, background, joint, s = sources
+    m0 = iae.train(joint[s.train, 0], joint[s.anchors, 0], epochs=300, progress=False)
+    m1 = iae.train(joint[s.train, 1, :80], joint[s.anchors, 1, :80], epochs=300, progress=False)
+    a = np.array([2e4, 3e4, 2e4])
+    s0 = m0.decode(np.array([0.3, 0.7], np.float32))
+    s1 = np.r_[m1.decode(np.array([0.6, 0.4], np.float32)), np.zeros(M - 80)]
+    rows = np.stack([background, s0 / s0.sum(), s1 / s1.sum()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = unmix(a @ rows, [m0, m1], background=background, names=["A", "B"])
+    assert res.names == ("background", "A", "B")
+    np.testing.assert_allclose(res.counts, a, rtol=3e-3)
+    np.testing.assert_allclose(res.latent[0], [0.3, 0.7], atol=3e-3)
+    np.testing.assert_allclose(res.latent[1], [0.6, 0.4], atol=3e-3)
+
+
+def test_bad_input_is_named(sources):
+    model, background, _, _ = sources
+    with pytest.raises(ValueError, match="counts must be non-negative"):
+        unmix(-np.ones(M), model, background=background)
+    bad = np.ones(M)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="counts contains 1 non-finite"):
+        unmix(bad, model, background=background)
+    with pytest.raises(ValueError, match="background has 90 channels but counts have 96"):
+        unmix(np.ones(M), model, background=background[:90])
+    with pytest.raises(ValueError, match="joint model models\\[0\\] has 96 channels, counts have 100"):
+        unmix(np.ones(100), model)
+    with pytest.raises(ValueError, match="counts is empty"):
+        unmix(np.ones((0, M)), model)
+    with pytest.warns(UserWarning, match="not all integers"):
+        unmix(np.full(M, 10.5), model, background=background)
+    with pytest.raises(TypeError, match="models\\[0\\] must be an IAEModel"):
+        unmix(np.ones(M), ["not a model"])
+    with pytest.raises(ValueError, match="solver must be one of"):
+        unmix(np.ones(M), model, solver="slsqp")
+    with pytest.raises(ValueError, match="names must have 2 entries"):
+        unmix(np.ones(M), model, names=["only one"])
