@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.iae import model as M
