@@ -340,3 +340,15 @@ def test_bad_inference_input_names_the_argument(model):
         iae.project(model, np.r_[np.inf, np.ones(74)])
     with pytest.raises(ValueError, match="loss must be one of"):
         iae.project(model, np.ones(75), loss="cauchy")
+
+
+def test_two_parameter_family_with_four_anchors():
+    fam = line_family(64, 64, n_params=2, seed=3)
+    s = split(fam, test_fraction=0.2, seed=0)
+    assert len(s.anchors) == 4
+    m = iae.train(fam.spectra[s.train], fam.spectra[s.anchors], epochs=600, progress=False)
+    test = fam.spectra[s.test]
+    assert np.median(iae.nmse_db(m.reconstruct(test), test)) > 25.0
+    lam = m.interpolate(test)
+    assert lam.shape == (len(s.test), 4)
+    np.testing.assert_allclose(lam.sum(-1), 1.0, atol=1e-5)
