@@ -43,6 +43,7 @@ from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.iae import model as M
 from frugal.ops.losses import TINY, poisson_deviance
 from frugal.ops.proxes import project_box_section
+from frugal.solvers.batching import run_batched
 from frugal.solvers.block import block_solve
 from frugal.solvers.multiplicative import fisher_covariance, nnpu_init, nnpu_unchecked
 from frugal.solvers.newton import damped_newton, sum_to_one_basis
@@ -213,7 +214,7 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper):
 
 
 @partial(jax.jit, static_argnums=0)
-def _unmix_batch(spec, states, fixed_rows, y, lam0, lower, upper):
+def _unmix_batch(spec, states, fixed_rows, lower, upper, y, lam0):
     return jax.vmap(lambda yi, li: _unmix_one(spec, states, fixed_rows, yi, li, lower, upper))(y, lam0)
 
 
@@ -277,11 +278,6 @@ def _as_models(models):
     return models
 
 
-def _batches(n: int, chunk: int):
-    for start in range(0, n, chunk):
-        yield start, min(start + chunk, n)
-
-
 def unmix(
     counts,
     models,
@@ -296,6 +292,7 @@ def unmix(
     a_iter: int = 200,
     tol: float = 1e-5,
     chunk_size: int = 4096,
+    devices=None,
     return_signatures: bool = True,
 ) -> UnmixResult:
     """Unmix gamma-ray spectra into counts per source with signatures on IAE manifolds.
@@ -311,7 +308,10 @@ def unmix(
       seen in training); ``bounds``: ``"training"`` (that range), ``"simplex"`` or ``None``.
     solver: ``"newton"`` (joint Fisher-scoring Newton, default) or ``"bcd"`` (published
       block coordinate descent, exact derivatives).
-    chunk_size: spectra per compiled batch; larger batches run chunk by chunk.
+    chunk_size: spectra per compiled batch; larger batches run chunk by chunk in bounded
+      memory (set it lower for very large models or memory-bound devices).
+    devices: ``None`` (all local devices: the batch is sharded over them), a number of
+      devices, or a list of ``jax.Device``; see :mod:`frugal.solvers.batching`.
 
     Returns an :class:`UnmixResult`; counts are ordered background, fixed, IAE sources.
     """
@@ -366,18 +366,11 @@ def unmix(
     spec = _Spec(tuple(mdl.config for mdl in models), m, len(fixed_rows), solver, max_iter, a_iter, tol,
                  bool(return_signatures))
     states = tuple(mdl.state for mdl in models)
-    outs = []
-    chunk = min(chunk_size, b)
-    for start_i, stop_i in _batches(b, chunk):
-        yc, lc = y[start_i:stop_i], lam0[start_i:stop_i]
-        pad = chunk - len(yc)
-        if pad:  # one shape, one compilation
-            yc = np.concatenate([yc, np.zeros((pad, m), yc.dtype)])
-            lc = np.concatenate([lc, np.repeat(lc[:1], pad, 0)])
-        out = _unmix_batch(spec, states, jnp.asarray(fixed_rows), jnp.asarray(yc), jnp.asarray(lc),
-                           jnp.asarray(lower), jnp.asarray(upper))
-        outs.append([np.asarray(o)[: chunk - pad] for o in out])
-    a, err, lam, lam_err, sig, loss, n_iter, conv = (np.concatenate(parts) for parts in zip(*outs))
+    solve = partial(_unmix_batch, spec)
+    a, err, lam, lam_err, sig, loss, n_iter, conv = run_batched(
+        solve, (y, lam0), (states, jnp.asarray(fixed_rows), jnp.asarray(lower), jnp.asarray(upper)),
+        chunk_size=chunk_size, devices=devices,
+    )
     splits = np.cumsum([mdl.n_anchors for mdl in models])[:-1]
     latent = tuple(np.split(lam, splits, axis=-1))
     latent_err = tuple(np.split(lam_err, splits, axis=-1))
