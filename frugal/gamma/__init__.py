@@ -7,9 +7,11 @@ io        spectra (.spe, N42, text, CSV, NPY), families (Geant4 layout, manifest
 plots     figures of families (matplotlib imported lazily)
 semsun    ``unmix``: SEMSUN Poisson unmixing with signatures on IAE manifolds
 baselines ``fixed`` / ``oracle`` (counts only) and ``nmf`` with the same call shape
+differentiable ``unmix_function``: SEMSUN as a pure function with implicit/unrolled gradients
 """
 
 from frugal.gamma.baselines import fixed, nmf, oracle
+from frugal.gamma.differentiable import unmix_function
 from frugal.gamma.semsun import UnmixResult, unmix
 
 from frugal.gamma.io import (
@@ -66,5 +68,6 @@ __all__ = [
     "signature",
     "transmission",
     "unmix",
+    "unmix_function",
     "write_spe",
 ]
