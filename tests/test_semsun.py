@@ -164,3 +164,20 @@ def test_bad_input_is_named(sources):
         unmix(np.ones(M), model, solver="slsqp")
     with pytest.raises(ValueError, match="names must have 2 entries"):
         unmix(np.ones(M), model, names=["only one"])
+
+
+@pytest.mark.parametrize("variant", [
+    {"a_step": "fista"},
+    {"a_step": "newton", "outer": "jacobi"},
+    {"outer": "ipalm"},
+    {"latent_step": "pg"},
+    {"latent_step": "adam", "latent_iter": 100},
+    {"latent_step": "lbfgsb"},
+])
+def test_bcd_variants_reach_the_same_optimum(sources, draws, variant):
+    model, background, _, _ = sources
+    y, res = draws
+    out = unmix(y[:3], model, background=background, solver="bcd", **variant)
+    # Same deviance as the default solver (a chi-square-like scale: 0.05 is negligible).
+    np.testing.assert_allclose(out.loss, res.loss[:3], atol=0.05)
+    np.testing.assert_allclose(out.counts, res.counts[:3], rtol=2e-3)

@@ -47,6 +47,7 @@ from frugal.solvers.batching import run_batched
 from frugal.solvers.block import block_solve
 from frugal.solvers.multiplicative import fisher_covariance, nnpu_init, nnpu_unchecked
 from frugal.solvers.newton import damped_newton, sum_to_one_basis
+from frugal.solvers.variants import AMPLITUDE_STEPS, LATENT_STEPS, OUTER_LOOPS, amplitude_step, latent_step
 
 
 class UnmixResult(NamedTuple):
@@ -75,7 +76,7 @@ class UnmixResult(NamedTuple):
 
 
 class _Spec(NamedTuple):
-    """Static description of the mixture (a jit static argument)."""
+    """Static description of the mixture and solver (a jit static argument)."""
 
     configs: tuple  # IAEConfig per model
     n_channels: int  # m
@@ -85,6 +86,17 @@ class _Spec(NamedTuple):
     a_iter: int
     tol: float
     want_signatures: bool
+    a_step: str = "multiplicative"
+    latent_step: str = "newton"
+    outer: str = "gauss-seidel"
+    latent_iter: int = 5
+
+
+#: Inertia of the iPALM outer loop (a constant in [0, 1); Pock & Sabach 2016 allow < 1).
+IPALM_BETA = 0.3
+
+#: Iterations of each latent solver per outer iteration of the block solvers.
+LATENT_ITER = {"newton": 5, "pg": 20, "lbfgsb": 20, "adam": 50}
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,33 +182,48 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper):
                             derivatives=fisher_scoring, max_iter=spec.max_iter, xtol=spec.tol, ftol=1e-9)
         x, n_iter, converged = res.x, res.n_iter, res.converged
     else:
-        def a_step(state, _):
-            a, lam = state
-            rows = _rows(spec, states, fixed_rows, lam)
-            return nnpu_unchecked(rows.T, y, a, free, spec.a_iter, 1e-7, True).counts, lam
+        amplitude = amplitude_step(spec.a_step, spec.a_iter)
+        latent = latent_step(spec.latent_step, spec.latent_iter)
 
-        def lam_step(state, _):
-            a, lam = state
+        def project_lam(lv):
+            return _project_latent(spec, lv, lower, upper)
 
+        def a_block(a, lam):
+            return amplitude(a, _rows(spec, states, fixed_rows, lam).T, y)
+
+        def lam_block(a, lam):
             def f(lv):
                 return poisson_deviance(y, a @ _rows(spec, states, fixed_rows, lv))
 
-            res = damped_newton(f, lam, basis=v_lam, project=lambda lv: _project_latent(spec, lv, lower, upper),
-                                max_iter=5, xtol=1e-7)
-            return a, res.x
+            return latent(lam, f, project_lam, v_lam, lower, upper)
+
+        if spec.outer == "gauss-seidel":
+            updates = (lambda s, _: (a_block(*s), s[1]), lambda s, _: (s[0], lam_block(*s)))
+            state0 = (a0, lam0)
+        elif spec.outer == "jacobi":
+            updates = (lambda s, _: (a_block(*s), lam_block(*s)),)
+            state0 = (a0, lam0)
+        else:  # inertial PALM: each block starts from an extrapolated point
+            def ipalm(s, _):
+                a, lam, a_prev, lam_prev = s
+                a_new = a_block(jnp.maximum(a + IPALM_BETA * (a - a_prev), 0.0), lam)
+                lam_new = lam_block(a_new, project_lam(lam + IPALM_BETA * (lam - lam_prev)))
+                return a_new, lam_new, a, lam
+
+            updates = (ipalm,)
+            state0 = (a0, lam0, a0, lam0)
 
         def rel_change(old, new):
-            a_old, lam_old = old
-            a_new, lam_new = new
+            (a_old, lam_old), (a_new, lam_new) = old[:2], new[:2]
             s_old = _rows(spec, states, fixed_rows, lam_old)
             s_new = _rows(spec, states, fixed_rows, lam_new)
             da = jnp.linalg.norm(a_new - a_old) / jnp.maximum(jnp.linalg.norm(a_old), TINY)
             ds = jnp.linalg.norm(s_new - s_old) / jnp.maximum(jnp.linalg.norm(s_old), TINY)
             return (da < spec.tol) & (ds < spec.tol)
 
-        out = block_solve((a_step, lam_step), lambda s, _: deviance(jnp.concatenate(s)), (a0, lam0), None,
+        out = block_solve(updates, lambda s, _: deviance(jnp.concatenate(s[:2])), state0, None,
                           max_iter=spec.max_iter, tol=None, stop=lambda o, n, _: rel_change(o, n))
-        x, n_iter, converged = jnp.concatenate(out.state), out.n_iter, out.converged
+        x, n_iter, converged = jnp.concatenate(out.state[:2]), out.n_iter, out.converged
 
     a, lam = x[:k], x[k:]
     mu, jac, rows = _mixture_jacobian(spec, states, fixed_rows, a, lam)
@@ -288,8 +315,12 @@ def unmix(
     latent0=None,
     bounds="training",
     solver: str = "newton",
+    a_step: str = "multiplicative",
+    latent_step: str = "newton",
+    outer: str = "gauss-seidel",
     max_iter: int = 100,
     a_iter: int = 200,
+    latent_iter: int | None = None,
     tol: float = 1e-5,
     chunk_size: int = 4096,
     devices=None,
@@ -306,8 +337,12 @@ def unmix(
     names: names of the IAE sources (default ``source0``, ...).
     latent0: starting weights, one ``(d_k,)`` per model (default: the middle of the range
       seen in training); ``bounds``: ``"training"`` (that range), ``"simplex"`` or ``None``.
-    solver: ``"newton"`` (joint Fisher-scoring Newton, default) or ``"bcd"`` (published
-      block coordinate descent, exact derivatives).
+    solver: ``"newton"`` (joint Fisher-scoring Newton, default) or ``"bcd"`` (block
+      coordinate descent as published, exact derivatives), whose pieces can be chosen:
+      ``a_step`` in ``"multiplicative"``, ``"newton"``, ``"fista"`` (``a_iter`` iterations);
+      ``latent_step`` in ``"newton"``, ``"pg"``, ``"lbfgsb"``, ``"adam"`` (``latent_iter``
+      iterations); ``outer`` in ``"gauss-seidel"``, ``"jacobi"``, ``"ipalm"``
+      (see :mod:`frugal.solvers.variants`).
     chunk_size: spectra per compiled batch; larger batches run chunk by chunk in bounded
       memory (set it lower for very large models or memory-bound devices).
     devices: ``None`` (all local devices: the batch is sharded over them), a number of
@@ -317,6 +352,12 @@ def unmix(
     """
     models = _as_models(models)
     check_choice(solver, "solver", ("newton", "bcd"))
+    check_choice(a_step, "a_step", AMPLITUDE_STEPS)
+    check_choice(latent_step, "latent_step", LATENT_STEPS)
+    check_choice(outer, "outer", OUTER_LOOPS)
+    latent_iter = LATENT_ITER[latent_step] if latent_iter is None else check_int(latent_iter, "latent_iter", minimum=1)
+    if latent_step == "lbfgsb" and any(mdl.n_anchors != 2 for mdl in _as_models(models)):
+        raise ValueError("latent_step='lbfgsb' needs models with two anchors (one free weight each)")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     a_iter = check_int(a_iter, "a_iter", minimum=1)
     tol = check_float(tol, "tol", minimum=0.0, strict=True)
@@ -364,7 +405,7 @@ def unmix(
     lam0 = np.concatenate([np.broadcast_to(s, (b, s.shape[-1])) for s in start], axis=-1).astype(np.float32)
 
     spec = _Spec(tuple(mdl.config for mdl in models), m, len(fixed_rows), solver, max_iter, a_iter, tol,
-                 bool(return_signatures))
+                 bool(return_signatures), a_step, latent_step, outer, latent_iter)
     states = tuple(mdl.state for mdl in models)
     solve = partial(_unmix_batch, spec)
     a, err, lam, lam_err, sig, loss, n_iter, conv = run_batched(

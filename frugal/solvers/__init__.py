@@ -15,6 +15,8 @@ from frugal.solvers.gradient import (
     projected_newton_diag,
     proximal_gradient_step,
 )
+from frugal.solvers.batching import resolve_devices, run_batched
+from frugal.solvers.variants import AMPLITUDE_STEPS, LATENT_STEPS, OUTER_LOOPS, amplitude_step, latent_step
 from frugal.solvers.newton import NewtonResult, damped_newton, sum_to_one_basis
 from frugal.solvers.multiplicative import (
     NMFResult,
@@ -29,6 +31,13 @@ from frugal.solvers.multiplicative import (
 )
 
 __all__ = [
+    "AMPLITUDE_STEPS",
+    "LATENT_STEPS",
+    "OUTER_LOOPS",
+    "amplitude_step",
+    "latent_step",
+    "resolve_devices",
+    "run_batched",
     "BlockResult",
     "InnerResult",
     "NMFResult",
