@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from frugal._validation import check_choice, check_int
-from frugal.gamma.semsun import _Spec, _as_models, _latent_basis, _project_latent, _rows, _unmix_one
+from frugal.gamma.semsun import _Spec, _as_models, _latent_basis, _project_latent, _rows, _unmix_one, latent_setup
 from frugal.ops.losses import TINY, poisson_deviance
 from frugal.solvers.multiplicative import nnpu_init, poisson_multiplicative_step
 
@@ -69,22 +69,9 @@ def unmix_function(
     a_per_iteration = check_int(a_per_iteration, "a_per_iteration", minimum=1)
     m = max(mdl.config.n_channels for mdl in models)
     spec = _Spec(tuple(mdl.config for mdl in models), m, n_fixed, "newton", max_iter, 500, tol, False)
-    lo, hi, start = [], [], []
-    for i, mdl in enumerate(models):
-        d = mdl.n_anchors
-        if bounds == "training":
-            l, h = mdl.latent_bounds
-        elif bounds == "simplex":
-            l, h = np.zeros(d), np.full(d, np.inf)
-        else:
-            l, h = np.full(d, -np.inf), np.full(d, np.inf)
-        lo.append(l)
-        hi.append(h)
-        tl, th = mdl.latent_bounds
-        mid = 0.5 * (tl + th)
-        start.append(mid / mid.sum() if latent0 is None else np.asarray(latent0[i], float))
-    lower, upper = (jnp.asarray(np.concatenate(v), jnp.float32) for v in (lo, hi))
-    lam0 = jnp.asarray(np.concatenate(start), jnp.float32)
+    lower, upper, start = latent_setup(models, bounds, latent0)
+    lower, upper = jnp.asarray(lower), jnp.asarray(upper)
+    lam0 = jnp.asarray(np.concatenate([np.asarray(x, np.float32).reshape(-1) for x in start]))
     n_src = n_fixed + sum(c.n_inputs for c in spec.configs)
 
     def deviance(x, y, fixed, states):

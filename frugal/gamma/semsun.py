@@ -305,6 +305,34 @@ def _as_models(models):
     return models
 
 
+def latent_setup(models, bounds, latent0):
+    """Concatenated lower/upper bounds of the weights and the starting weights per model.
+
+    bounds: ``"training"`` (the range each IAE saw in training), ``"simplex"`` or ``None``;
+    latent0: ``None`` (the middle of the training range) or one ``(d_k,)`` (or ``(B, d_k)``)
+    array per model.
+    """
+    lower, upper, start = [], [], []
+    for i, mdl in enumerate(models):
+        d = mdl.n_anchors
+        if bounds == "training":
+            lo, hi = mdl.latent_bounds
+        elif bounds == "simplex":
+            lo, hi = np.zeros(d), np.full(d, np.inf)
+        elif bounds is None:
+            lo, hi = np.full(d, -np.inf), np.full(d, np.inf)
+        else:
+            raise ValueError(f"bounds must be 'training', 'simplex' or None, got {bounds!r}")
+        lower.append(lo)
+        upper.append(hi)
+        if latent0 is None:
+            mid = 0.5 * (mdl.latent_bounds[0] + mdl.latent_bounds[1])
+            start.append(mid / mid.sum())
+        else:
+            start.append(check_array(latent0[i], f"latent0[{i}]", ndim=(1, 2), shape=(d,)))
+    return (np.concatenate(lower).astype(np.float32), np.concatenate(upper).astype(np.float32), start)
+
+
 def unmix(
     counts,
     models,
@@ -380,28 +408,7 @@ def unmix(
             raise ValueError(f"names must have {len(iae_names)} entries (one per IAE source), got {len(names)}")
         iae_names = names
 
-    lower, upper, start = [], [], []
-    for i, mdl in enumerate(models):
-        d = mdl.n_anchors
-        if bounds == "training":
-            lo, hi = mdl.latent_bounds
-        elif bounds == "simplex":
-            lo, hi = np.zeros(d), np.full(d, np.inf)
-        elif bounds is None:
-            lo, hi = np.full(d, -np.inf), np.full(d, np.inf)
-        else:
-            raise ValueError(f"bounds must be 'training', 'simplex' or None, got {bounds!r}")
-        lower.append(lo)
-        upper.append(hi)
-        if latent0 is None:
-            lo_f, hi_f = mdl.latent_bounds
-            mid = 0.5 * (lo_f + hi_f)
-            start.append(mid / mid.sum())
-        else:
-            l0 = check_array(latent0[i], f"latent0[{i}]", ndim=(1, 2), shape=(d,))
-            start.append(l0)
-    lower = np.concatenate(lower).astype(np.float32)
-    upper = np.concatenate(upper).astype(np.float32)
+    lower, upper, start = latent_setup(models, bounds, latent0)
     lam0 = np.concatenate([np.broadcast_to(s, (b, s.shape[-1])) for s in start], axis=-1).astype(np.float32)
 
     spec = _Spec(tuple(mdl.config for mdl in models), m, len(fixed_rows), solver, max_iter, a_iter, tol,
