@@ -352,3 +352,11 @@ def test_two_parameter_family_with_four_anchors():
     lam = m.interpolate(test)
     assert lam.shape == (len(s.test), 4)
     np.testing.assert_allclose(lam.sum(-1), 1.0, atol=1e-5)
+
+
+def test_unknown_architecture_argument_is_named(family):
+    fam, s = family
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['widht'\]"):
+        iae.train(fam.spectra[s.train], fam.spectra[s.anchors], epochs=1, widht=64, progress=False)
+    with pytest.raises(ValueError, match="output must be"):
+        iae.train(fam.spectra[s.train], fam.spectra[s.anchors], epochs=1, output="relu", progress=False)

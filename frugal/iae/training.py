@@ -20,6 +20,7 @@ parameters, stops early if asked and writes a resumable checkpoint if asked.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -45,7 +46,8 @@ REFERENCE_FLOOR = 1e-3
 def _objective(config, loss_kind, mu, params, reference, anchors, x_clean, x_input, channel_weights, power):
     anchor_codes = M.encode(config, params, reference, anchors)
     codes = M.encode(config, params, reference, x_input)
-    lam = M.latent_from_codes(config.__class__(**{**config.__dict__, "constraint": None}), codes, anchor_codes)
+    # Training projects onto the affine hull: constraints only apply at inference.
+    lam = M.latent_from_codes(dataclasses.replace(config, constraint=None), codes, anchor_codes)
     projected = interpolate_codes(lam, anchor_codes)
     x_hat = M.decode_codes(config, params, reference, projected)
     per_input = jnp.mean(jnp.sum(channel_weights * jnp.square(x_hat - x_clean), axis=-1), axis=0) / power
@@ -245,12 +247,16 @@ def train(
         weights = check_array(channel_weights, "channel_weights", ndim=(1, 2), shape=(n,), nonnegative=True)
         weights = np.broadcast_to(weights, (c, n)).astype(np.float32)
 
+    known = {f.name for f in dataclasses.fields(M.IAEConfig)} - {"n_channels", "n_anchors", "n_inputs", "joint", "arch"}
+    unknown = sorted(set(architecture) - known)
+    if unknown:
+        raise TypeError(f"train() got unknown argument(s) {unknown}; architecture arguments are {sorted(known)}")
     config = M.IAEConfig(
         n_channels=n, n_anchors=e.shape[0], n_inputs=c, joint=joint, arch=arch,
         **{k: tuple(v) if isinstance(v, list) else v for k, v in architecture.items()},
     )
-    encoder, decoder = config.networks()  # validates the architecture names
-    M.output_map(config, jnp.zeros(1))
+    encoder, decoder = config.networks()  # validates the activation and architecture
+    M.output_map(config, jnp.zeros(1))  # validates the output name
 
     mean = train_x.mean(axis=0)
     reference = np.maximum(mean, REFERENCE_FLOOR * mean.max(axis=-1, keepdims=True))

@@ -1,4 +1,4 @@
-"""Build and execute notebooks/01_iae.ipynb (run: python notebooks/make_01_iae.py)."""
+"""Build and execute notebooks/01_iae.ipynb (run: python notebooks/build_01_iae.py)."""
 
 from pathlib import Path
 
