@@ -1,6 +1,12 @@
 """The ``frugal`` command line.
 
 ``frugal demo iae``      simulate a small spectral family, train an IAE, report and plot.
+``frugal demo gamma``    simulated gamma-ray mixtures end to end: IAE training, SEMSUN, baselines.
+``frugal demo xray``     a toy supernova-remnant cube end to end: SUSHI against per-pixel fits.
+``frugal gamma train``   a family of spectra (Geant4 layout or manifest) -> IAE checkpoint.
+``frugal gamma unmix``   measured spectra + IAE checkpoints -> counts +- sigma (CSV, JSON, figure).
+``frugal xray train``    labelled spectra -> IAE checkpoint.
+``frugal xray unmix``    FITS cube + IAE checkpoints -> FITS maps and a figure.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ def _demo_iae(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="frugal", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="frugal", description="Learn spectral models (IAE) from a few simulations and unmix gamma-ray "
+        "spectra (SEMSUN) and X-ray cubes (SUSHI).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="end-to-end demonstrations on built-in data")
@@ -59,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     d_iae.add_argument("--seed", type=int, default=0)
     d_iae.add_argument("--quiet", action="store_true", help="no progress bar")
     d_iae.set_defaults(func=_demo_iae)
+
+    from frugal.gamma import commands as gamma_commands
+    from frugal.xray import commands as xray_commands
+
+    gamma_commands.add_demo_parser(demo_sub)
+    xray_commands.add_demo_parser(demo_sub)
+    gamma_commands.register(sub)
+    xray_commands.register(sub)
     return parser
 
 

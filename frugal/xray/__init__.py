@@ -2,10 +2,14 @@
 
 ``simulate`` is a deterministic toy model of a supernova-remnant cube (thermal plasma +
 synchrotron, Poisson counts) with labelled training families for the IAE; ``io`` reads and
-writes cubes and maps as FITS (needs astropy); ``plots`` draws map panels (needs matplotlib).
+writes cubes and maps as FITS (needs astropy); ``plots`` draws map panels (needs matplotlib);
+``sushi`` unmixes a cube with spatially regularised IAE components (SUSHI, Lascar, Bobin &
+Acero, A&A 686, A259, 2024) and ``fit_pixels`` is the per-pixel baseline; ``ParameterMap``
+turns latent maps into physical-parameter maps (kT, z, photon index).
 """
 
 from frugal.xray.io import FitsCube, read_cube, read_maps, write_cube, write_maps
+from frugal.xray.params import ParameterMap
 from frugal.xray.plots import plot_maps
 from frugal.xray.simulate import (
     Family,
@@ -18,17 +22,22 @@ from frugal.xray.simulate import (
     thermal_family,
     thermal_spectrum,
 )
+from frugal.xray.sushi import SushiResult, fit_pixels, sushi
 
 __all__ = [
     "Family",
     "FitsCube",
+    "ParameterMap",
+    "SushiResult",
     "XrayCube",
     "anchor_indices",
     "energies",
+    "fit_pixels",
     "plot_maps",
     "read_cube",
     "read_maps",
     "simulate_cube",
+    "sushi",
     "synchrotron_family",
     "synchrotron_spectrum",
     "thermal_family",

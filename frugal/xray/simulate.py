@@ -86,6 +86,7 @@ from typing import NamedTuple
 import numpy as np
 
 from frugal._validation import check_array, check_choice, check_float, check_int
+from frugal.data import Family  # the labelled-family type shared with the other packages
 
 __all__ = [
     "BAND",
@@ -445,19 +446,6 @@ def synchrotron_spectrum(
 
 
 # --------------------------------------------------------------------------- training families
-
-
-class Family(NamedTuple):
-    """A labelled family of spectra (a training set for an IAE).
-
-    spectra : (n, E) unit-sum spectra; params : (n, p) physical parameters;
-    param_names : names of the ``p`` columns; energies : (E,) channel centres (keV).
-    """
-
-    spectra: np.ndarray
-    params: np.ndarray
-    param_names: tuple[str, ...]
-    energies: np.ndarray
 
 
 def _check_range(rng, name, *, positive=False):

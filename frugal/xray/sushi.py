@@ -1,0 +1,938 @@
+r"""SUSHI: spatially regularised unmixing of X-ray hyperspectral cubes on IAE manifolds.
+
+Lascar, Bobin & Acero, "Semi-blind unmixing of X-ray hyperspectral cubes with
+physics-informed learnt models" (SUSHI), A&A 686, A259 (2024); DESIGN.md section 4.
+
+Model
+-----
+A cube ``Y`` of ``E`` channels over ``P = H W`` pixels mixes ``C`` components, each
+described by an IAE (decoder :math:`\Psi_c`, ``d_c`` anchors); per pixel ``p`` a component
+has an amplitude :math:`s_c[p] \ge 0` (its expected counts over the band) and barycentric
+weights :math:`\lambda_c[p]` (``d_c`` numbers summing to one):
+
+.. math:: Y[e, p] \sim \mathrm{Poisson}\Big(b[e, p] + \sum_c s_c[p]\, S_c(\lambda_c[p])[e]\Big),
+          \qquad S_c(\lambda) = \frac{\Psi_c(\lambda)}{\sum_e \Psi_c(\lambda)[e]}
+
+(``b`` a known background). The weights are parametrised by their free coordinates
+:math:`\lambda = \lambda_{\rm ref} + V t` (``V`` an orthonormal ``d x (d-1)`` basis of the
+sum-to-one plane, :math:`\lambda_{\rm ref}` the anchors' barycentre), so the sum-to-one
+constraint holds by construction and the spatial regularisation acts on the ``d_c - 1``
+maps ``t``; the weights are also kept in the box of the training range
+(:math:`\lambda_{\min} \le \lambda \le \lambda_{\max}`, where the decoder was trained).
+
+Objective
+---------
+.. math:: F(s, t) = \sum_p \ell\big(Y[:, p], \mu[:, p]\big)
+          + \sum_c \iota_{\ge 0}(s_c)
+          + \sum_{c, a, j} w_{c,a,j}\, \| W_j\, t_{c,a} \|_1
+
+with :math:`\ell` the Poisson negative log-likelihood written as half the deviance (the
+same up to a constant; about ``E / 2`` per pixel for a correct model) or the Gaussian
+:math:`\tfrac12 \sum_e (Y - \mu)^2 / \max(Y, 1)` (chi-square with the data variance),
+:math:`W_j` the ``j``-th detail plane of the 2-D starlet transform (the coarse plane is not
+penalised) and weights
+
+.. math:: w_{c,a,j} = k\, \sigma_{c,a,j}\, \bar m_{c,a}.
+
+:math:`\sigma_{c,a,j}` is the MAD noise level of the detail plane ``j`` of the map
+:math:`t_{c,a}` of the **first, unregularised estimate** (the per-pixel fit SUSHI starts
+from, or the ``init`` given), over the pixels where the component has signal: it measures
+the noise of per-pixel estimates, which is what the regularisation removes; computing it
+once keeps the objective fixed, so its decrease can be monitored and enforced.
+:math:`\bar m_{c,a}` is the median over those pixels of the curvature ``M_aa`` of the data
+term along the coordinate (below): in a pixel of median curvature the prox thresholds at
+:math:`k \sigma_j` (SUSHI's "k sigma" denoising); better measured pixels are thresholded
+less, poorly measured ones (a faint component, no counts, outside the mask) more.
+
+Algorithm (PALM-type; each stage one jitted ``lax.while_loop`` of ``block_solve``)
+-----------------------------------------------------------------------------------
+Each sweep:
+
+1. **Data step**, per pixel, on all unknowns of the pixel
+   :math:`z = (s_1..s_C, t_1..t_C)` (``C + sum(d_c - 1)`` numbers, 6 for thermal +
+   synchrotron). With :math:`J = \partial\mu/\partial z` (columns :math:`S_c` and
+   :math:`s_c\, \partial S_c/\partial t_c` by forward-mode autodiff),
+   :math:`g = J^\top \partial\ell/\partial\mu` and the Fisher / Gauss-Newton curvature
+   :math:`F = J^\top \mathrm{diag}(1/\mu) J` (``1/max(Y, 1)`` for the Gaussian loss),
+
+   .. math:: \delta = -M^{-1} g, \qquad M = F + \nu\, \mathrm{diag}(F)
+
+   (Levenberg-Marquardt with Marquardt's scaling; :math:`\nu` per pixel, 1e-3 at first,
+   x0.3 after a step that lowers the pixel's data term, x10 after one that does not,
+   which is then refused). The latent part is clipped to :math:`\|\delta_t\|_\infty \le
+   0.25`, amplitudes are projected on :math:`s \ge 0` and weights on the training box. The
+   curvature of the model, per pixel, is what makes tens of sweeps enough where a fixed
+   gradient step needs thousands (pixels differ in counts by orders of magnitude), and
+   the *joint* step is what copes with the near-degeneracy of thermal and synchrotron
+   continua (alternating between them zig-zags).
+2. **Starlet prox** of each component's maps: soft-threshold the detail coefficients at
+   :math:`w_{c,a,j} / M_{aa}` (the l1 prox in the metric of step 1, coordinate by
+   coordinate, evaluated at the pixel of the coefficient; the synthesis approximation of
+   the prox of the redundant starlet, as in SUSHI) and reconstruct.
+3. **Monotone safeguard**: the move of steps 1-2 is accepted if ``F`` does not increase,
+   else halved (up to 6 times) or dropped; the objective trace is non-increasing.
+4. ``amp_steps`` **projected Newton steps on each amplitude map** (Gauss-Seidel over
+   components) with the diagonal Hessian :math:`H = \sum_e S_c^2\, Y / \mu^2`
+   (``projected_newton_diag``), damped by the Newton decrement (the Poisson NLL is
+   self-concordant in ``s``, so the damped step cannot increase it), refused in a pixel
+   whose data term would increase.
+
+The loop stops when the relative decrease of ``F`` falls below ``tol``.
+
+Initialisation (:func:`fit_pixels`, and SUSHI without ``init``): a grid search per pixel
+over a few candidate weights of each component (the anchors' simplex at step 1/4 to 1/8)
+with amplitudes by weighted non-negative least squares, then the loop above without
+the prox (the objective is then a sum over pixels, each step safeguarded per pixel). One
+fixed start for every pixel lands in the wrong valley of the thermal / synchrotron
+degeneracy in many pixels; the grid makes the local method a refinement.
+
+Masks and empty pixels: only pixels inside ``mask`` with at least one count carry a data
+term (and are decoded: pixels outside the remnant cost nothing). The others get amplitude
+0 (the Poisson estimate without counts) and, in SUSHI, weights filled in from their
+neighbours by the regularisation (their curvature is zero, so their thresholds are huge);
+pixels outside ``mask`` are reported with the default weights :math:`\lambda_{\rm ref}`.
+No NaN arises.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from frugal._validation import check_array, check_choice, check_float, check_int
+from frugal.iae import model as M
+from frugal.ops.losses import TINY
+from frugal.ops.proxes import project_box_section
+from frugal.ops.starlet import starlet_inverse, starlet_l1_prox, starlet_transform
+from frugal.solvers.block import block_solve, repeat
+from frugal.solvers.gradient import projected_newton_diag
+from frugal.solvers.newton import sum_to_one_basis
+from frugal.xray.params import ParameterMap
+
+__all__ = ["SushiResult", "fit_pixels", "sushi"]
+
+#: Initial Levenberg-Marquardt damping, relative to the curvature (Marquardt scaling).
+DAMPING = 1e-3
+#: Per-pixel damping factors after a successful / refused step, and its range.
+NU_DOWN, NU_UP, NU_MIN, NU_MAX = 0.3, 10.0, 1e-6, 1e8
+#: Trust region of the latent step in free coordinates (max norm): the anchors are ~1 apart.
+MAX_STEP = 0.25
+#: Relative increase of a pixel's data term still taken for rounding (float32 sums of ~E
+#: terms): at the optimum every step is ~0, and rounding alone must not inflate the damping.
+ACCEPT_RTOL = 1e-6
+#: Floor of the model (counts) where a derivative divides by it: keeps y / mu^2 finite.
+MU_FLOOR = 1e-10
+#: Smallest amplitude curvature: a pixel whose counts vanish where a component lies has
+#: H = 0, and its Newton step must still take the amplitude to its optimum, 0.
+HESS_FLOOR = 1e-20
+#: Halvings of the regularised move before it is dropped (the monotone safeguard).
+MAX_BACKTRACK = 6
+#: Cold-start grid: step 1/resolution on the anchors' simplex, by number of anchors.
+GRID_RESOLUTION = {2: 8, 3: 5, 4: 4, 5: 3}
+#: Active pixels are padded to a multiple of this: cubes of one size share one program.
+PIXEL_BUCKET = 256
+
+
+class SushiResult(NamedTuple):
+    """Result of :func:`sushi` and :func:`fit_pixels` (a leading batch axis on every array
+    when a batch of cubes was given).
+
+    amplitude: ``(C, H, W)`` expected counts of each component per pixel (all channels).
+    latent: one ``(d_c, H, W)`` map of barycentric weights per component.
+    components: ``(C, E, H, W)`` fitted cube of each component.
+    model: ``(E, H, W)`` fitted expected counts (background included).
+    params: dict name -> ``(H, W)`` physical-parameter maps (from ``param_maps``; empty
+      without them; a name shared by two components is prefixed ``"<component>:"``).
+    objective: ``F`` at the start and after each sweep (non-increasing; NaN-padded for a
+      batch).
+    n_iter: sweeps of the loop; converged: whether the relative-decrease rule fired.
+    thresholds: per component, ``(n_scales, d_c - 1)`` l1 weights ``w`` (zeros for
+      :func:`fit_pixels`).
+    n_iter_init: sweeps of the per-pixel fit SUSHI started from (0 with ``init``).
+    names: the component names.
+    """
+
+    amplitude: np.ndarray
+    latent: tuple
+    components: np.ndarray
+    model: np.ndarray
+    params: dict
+    objective: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    thresholds: tuple
+    n_iter_init: np.ndarray
+    names: tuple
+
+
+class _Spec(NamedTuple):
+    """Static description of a run (a jit static argument; the iteration limit and whether
+    the prox is on are traced, so one compiled program serves every stage)."""
+
+    configs: tuple
+    shape: tuple  # (H, W)
+    loss: str
+    n_scales: int
+    trace_len: int  # static length of the objective trace, >= any iteration limit
+    tol: float
+    amp_steps: int
+
+
+class _Control(NamedTuple):
+    """Traced scalars shared by all cubes of a batch (not vmapped: ``lax.cond`` stays a branch)."""
+
+    use_prox: jax.Array  # bool: regularised sweeps, or per-pixel ones
+    limit: jax.Array  # int: maximum number of sweeps
+
+
+class _Models(NamedTuple):
+    states: tuple  # IAEState per component
+    reference: tuple  # lambda_ref (d_c,)
+    basis: tuple  # V (d_c, d_c - 1)
+    lower: tuple  # (d_c,) box of the weights
+    upper: tuple
+
+
+class _Data(NamedTuple):
+    """Data of the ``A`` active pixels (inside the mask, with counts; padded with weight 0)."""
+
+    y: jax.Array  # (A, E) counts
+    bkg: jax.Array  # (A, E) background
+    inv_var: jax.Array  # (A, E) 1 / variance (Gaussian loss)
+    weight: jax.Array  # (A,) 1 for an active pixel, 0 for padding
+    index: jax.Array  # (A,) flat pixel index of each entry
+
+
+class _State(NamedTuple):
+    t: tuple  # per component (d_c - 1, P) free coordinates, every pixel (maps)
+    s: jax.Array  # (C, A) amplitudes of the active pixels
+    spectra: jax.Array  # (C, A, E) unit-sum spectra at t (cached: the objective needs no decoding)
+    nu: jax.Array  # (A,) Levenberg-Marquardt damping
+    it: jax.Array  # sweeps done
+
+
+# ---------------------------------------------------------------------------------------
+# Pure core
+
+
+def _spectra_at(config, models: _Models, c: int, t_rows):
+    """Unit-sum spectra ``(A, E)`` of component ``c`` at free coordinates ``t_rows`` ``(A, k)``."""
+    lam = models.reference[c] + t_rows @ models.basis[c].T
+    x = jnp.maximum(M.decode(config, models.states[c], lam)[..., 0, :], 0.0)
+    return x / jnp.maximum(jnp.sum(x, axis=-1, keepdims=True), TINY)
+
+
+def _all_spectra(spec: _Spec, models: _Models, data: _Data, ts):
+    return jnp.stack([_spectra_at(cfg, models, c, t[:, data.index].T) for c, (cfg, t) in
+                      enumerate(zip(spec.configs, ts))])
+
+
+def _project_rows(models: _Models, c: int, t_rows):
+    """Free coordinates of the weights projected onto the training box (within the plane)."""
+    ref, basis = models.reference[c], models.basis[c]
+    lam = project_box_section(ref + t_rows @ basis.T, models.lower[c], models.upper[c], 1.0)
+    return (lam - ref) @ basis
+
+
+def _project_maps(models: _Models, ts):
+    return tuple(_project_rows(models, c, t.T).T for c, t in enumerate(ts))
+
+
+def _mixture(data: _Data, s, spectra):
+    return data.bkg + jnp.einsum("ca,cae->ae", s, spectra)
+
+
+def _pixel_loss(loss: str, data: _Data, mu):
+    """Data term per active pixel ``(A,)``: half the Poisson deviance, summed as
+    ``y log(y / mu) - y + mu`` (terms that vanish at a perfect fit, unlike
+    ``mu - y log mu + const``, whose cancellation costs float32 its last four digits),
+    or half the chi-square; 0 for padding."""
+    if loss == "poisson":
+        pos = data.y > 0
+        ratio = jnp.where(pos, data.y / jnp.maximum(mu, TINY), 1.0)
+        val = jnp.sum(jnp.where(pos, data.y * jnp.log(ratio), 0.0) - data.y + mu, axis=-1)
+    else:
+        val = 0.5 * jnp.sum(data.inv_var * jnp.square(data.y - mu), axis=-1)
+    return data.weight * val
+
+
+def _mu_derivatives(loss: str, data: _Data, mu):
+    """``d loss / d mu``, the Fisher weight (Gauss-Newton) and the observed curvature, ``(A, E)``."""
+    w = data.weight[:, None]
+    if loss == "poisson":
+        m = jnp.maximum(mu, MU_FLOOR)
+        ratio = data.y / m
+        return w * (1.0 - ratio), w / m, w * ratio / m
+    c = w * data.inv_var
+    return c * (mu - data.y), c, c
+
+
+def _regulariser(spec: _Spec, ts, thresholds):
+    h, w = spec.shape
+    total = jnp.zeros((), ts[0].dtype)
+    for t, wt in zip(ts, thresholds):
+        detail = starlet_transform(t.reshape(t.shape[0], h, w), spec.n_scales)[:-1]  # (J, k, H, W)
+        total = total + jnp.sum(wt * jnp.sum(jnp.abs(detail), axis=(-2, -1)))
+    return total
+
+
+def _objective(spec: _Spec, data: _Data, state: _State, thresholds):
+    """``F``: data term + weighted l1 norm of the starlet details of the free coordinates."""
+    val = jnp.sum(_pixel_loss(spec.loss, data, _mixture(data, state.s, state.spectra)))
+    return val + _regulariser(spec, state.t, thresholds)
+
+
+def _spectra_jacobian(config, models: _Models, c: int, t_rows):
+    r"""``d S_c / d t`` ``(A, E, k)``: forward mode through the decoder, one JVP per free
+    coordinate (pixels are independent, so a tangent equal to ``e_a`` in every pixel gives
+    each pixel's column ``a``; ``k`` is 1-3), then the normalisation by hand,
+    :math:`dS = (dx - S \sum dx) / \sum x`. Differentiating ``x / sum(x)`` with ``jvp``
+    gives the same numbers but XLA on CPU fuses the sum into its broadcast consumer and
+    recomputes it for every channel: three times slower."""
+    state, basis = models.states[c], models.basis[c]
+    lam = models.reference[c] + t_rows @ basis.T
+
+    def decode(q):
+        return M.decode(config, state, q)[..., 0, :]
+
+    tangents = [jax.jvp(decode, (lam,), (jnp.broadcast_to(basis[:, a], lam.shape),))
+                for a in range(basis.shape[1])]
+    x = tangents[0][0]
+    pos = x > 0
+    x = jnp.where(pos, x, 0.0)
+    total = jax.lax.optimization_barrier(jnp.maximum(jnp.sum(x, axis=-1, keepdims=True), TINY))
+    spectra = x / total
+    cols = []
+    for _, dx in tangents:
+        dx = jnp.where(pos, dx, 0.0)
+        d_total = jax.lax.optimization_barrier(jnp.sum(dx, axis=-1, keepdims=True))
+        cols.append((dx - spectra * d_total) / total)
+    return jnp.stack(cols, axis=-1)
+
+
+def _joint_metric(spec: _Spec, models: _Models, data: _Data, state: _State):
+    """Per active pixel, in ``z = (s_1..s_C, t_1..t_C)``: model ``mu`` ``(A, E)``, gradient
+    ``g`` ``(A, n)``, the inverse ``(A, n, n)`` and the diagonal ``(A, n)`` of the damped
+    Gauss-Newton curvature ``M = F + nu diag(F)``, ``F = J^T diag(w) J``."""
+    cols = [jnp.transpose(state.spectra, (1, 2, 0))]  # d mu / d s_c = S_c
+    for c, config in enumerate(spec.configs):
+        d_spec = _spectra_jacobian(config, models, c, state.t[c][:, data.index].T)
+        cols.append(state.s[c][:, None, None] * d_spec)
+    jac = jnp.concatenate(cols, axis=-1)  # (A, E, n)
+    mu = _mixture(data, state.s, state.spectra)
+    r, fisher, _ = _mu_derivatives(spec.loss, data, mu)
+    g = jnp.einsum("ae,aen->an", r, jac)
+    f = jnp.einsum("aen,aem->anm", jac * fisher[..., None], jac)
+    # Jacobi scaling first: amplitudes (~1e3 counts) and weights (~1) have curvatures ~1e6
+    # apart, and float32 cannot invert such a matrix unscaled. A column without signal
+    # (a component absent from the pixel) gets a tiny scale: it takes no step (g = 0 there)
+    # and its tiny curvature lets the regularisation fill it in.
+    diag = jnp.diagonal(f, axis1=1, axis2=2)
+    scale = jnp.sqrt(jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True)) + TINY)
+    n = f.shape[-1]
+    m_scaled = f / (scale[:, :, None] * scale[:, None, :]) + state.nu[:, None, None] * jnp.eye(n, dtype=f.dtype)
+    m_inv = jnp.linalg.inv(m_scaled) / (scale[:, :, None] * scale[:, None, :])
+    return mu, g, m_inv, jnp.diagonal(m_scaled, axis1=1, axis2=2) * scale**2
+
+
+def _latent_slices(spec: _Spec):
+    n_comp = len(spec.configs)
+    out, i = [], n_comp
+    for config in spec.configs:
+        out.append(slice(i, i + config.n_anchors - 1))
+        i += config.n_anchors - 1
+    return out
+
+
+def _scatter_rows(t, data: _Data, delta_rows):
+    """Add per-entry changes ``(A, k)`` to the maps ``(k, P)`` (padding adds 0)."""
+    return t.at[:, data.index].add((delta_rows * data.weight[:, None]).T)
+
+
+def _data_step(spec: _Spec, models: _Models, data: _Data, state: _State):
+    """Joint per-pixel Levenberg-Marquardt step on ``(s, t)`` (module doc, step 1).
+
+    A pixel keeps its step if its data term does not increase (and its damping shrinks),
+    else keeps its values (and its damping grows): one decoding per sweep whatever the
+    number of pixels that fail. Returns the new state and the diagonal of the damped
+    curvature (the metric of the prox).
+    """
+    n_comp = len(spec.configs)
+    mu, g, m_inv, m_diag = _joint_metric(spec, models, data, state)
+    step = -jnp.einsum("anm,am->an", m_inv, g)
+    size = jnp.max(jnp.abs(step[:, n_comp:]), axis=-1, keepdims=True)
+    step = step * jnp.minimum(1.0, MAX_STEP / jnp.maximum(size, TINY))
+    s = jnp.maximum(state.s + step[:, :n_comp].T, 0.0)
+    rows = [t[:, data.index].T for t in state.t]
+    new_rows = [_project_rows(models, c, r + step[:, sl]) for c, (r, sl) in enumerate(zip(rows, _latent_slices(spec)))]
+    spectra = jnp.stack([_spectra_at(cfg, models, c, r) for c, (cfg, r) in enumerate(zip(spec.configs, new_rows))])
+    ell0 = _pixel_loss(spec.loss, data, mu)
+    ok = _pixel_loss(spec.loss, data, _mixture(data, s, spectra)) <= ell0 + ACCEPT_RTOL * (1.0 + ell0)
+    new = state._replace(
+        t=tuple(_scatter_rows(t, data, jnp.where(ok[:, None], rn - r, 0.0))
+                for t, r, rn in zip(state.t, rows, new_rows)),
+        s=jnp.where(ok, s, state.s),
+        spectra=jnp.where(ok[None, :, None], spectra, state.spectra),
+        nu=jnp.clip(jnp.where(ok, state.nu * NU_DOWN, state.nu * NU_UP), NU_MIN, NU_MAX),
+    )
+    return new, m_diag
+
+
+def _prox_step(spec: _Spec, models: _Models, data: _Data, state: _State, half: _State, m_diag, thresholds):
+    """Starlet soft-thresholding of each component's maps after the data step, then the
+    monotone safeguard (accept if ``F`` does not increase, else halve the move)."""
+    h, w = spec.shape
+    p = h * w
+    t_prox = []
+    for c, sl in enumerate(_latent_slices(spec)):
+        k = half.t[c].shape[0]
+        # The prox moves each coordinate alone: its cost is the conditional curvature M_aa.
+        # Pixels without data have none, hence huge thresholds: they are filled in.
+        var_rows = jnp.where(data.weight[:, None] > 0, 1.0 / jnp.maximum(m_diag[:, sl], 1e-30), 1e30)
+        variance = jnp.full((k, p), 1e30, m_diag.dtype).at[:, data.index].min(var_rows.T)
+        thr = thresholds[c][:, :, None, None] * jnp.minimum(variance, 1e30).reshape(k, h, w)[None]
+        coeffs = starlet_transform(half.t[c].reshape(k, h, w), spec.n_scales)
+        t_c = starlet_inverse(starlet_l1_prox(coeffs, thr)).reshape(k, p)
+        t_prox.append(_project_rows(models, c, t_c.T).T)
+    f_old = _objective(spec, data, state, thresholds)
+
+    def candidate(beta):
+        # The feasible set is convex: every point between two feasible ones is feasible.
+        ts = tuple(to + beta * (tp - to) for to, tp in zip(state.t, t_prox))
+        new = half._replace(t=ts, s=state.s + beta * (half.s - state.s),
+                            spectra=_all_spectra(spec, models, data, ts))
+        return new, _objective(spec, data, new, thresholds)
+
+    def cond(carry):
+        i, _, f_new = carry
+        return (i <= MAX_BACKTRACK) & ~(f_new <= f_old)
+
+    def body(carry):
+        i, _, _ = carry
+        # beta = 1, 1/2, 1/4, ...; the first trial is in the body too (one copy of the
+        # decoder in the program: faster compilation)
+        return (i + 1,) + candidate(jnp.exp2(-i.astype(state.s.dtype)))
+
+    inf = jnp.full((), jnp.inf, f_old.dtype)
+    _, new, f_new = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state, inf))
+    accept = f_new <= f_old
+    # A refused move keeps the damping update of the data step: its next step is shorter.
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, state._replace(nu=half.nu))
+
+
+def _amplitude_sweep(spec: _Spec):
+    r"""Projected Newton step on each ``s_c`` in turn with the diagonal Hessian
+    ``H = sum_e S^2 Y / mu^2``, damped by the Newton decrement
+    :math:`g / (H (1 + |g| / \sqrt{H}))` (Nesterov): the Poisson NLL is self-concordant in
+    ``s_c`` for integer counts, so this step cannot increase it where the full one can
+    (from above the minimum). A pixel whose trial still increases its data term
+    (non-integer counts, rounding) keeps its amplitude. No decoding: the spectra are fixed."""
+
+    def sweep(state: _State, data: _Data) -> _State:
+        mu = _mixture(data, state.s, state.spectra)
+        ell = _pixel_loss(spec.loss, data, mu)
+        s_all = state.s
+        for c in range(len(spec.configs)):
+            spectra, s = state.spectra[c], s_all[c]
+            r, _, observed = _mu_derivatives(spec.loss, data, mu)
+            # The barrier keeps XLA from fusing these sums into the broadcasts below (which
+            # would recompute them for every channel).
+            g, h = jax.lax.optimization_barrier((jnp.sum(spectra * r, -1), jnp.sum(spectra**2 * observed, -1)))
+            if spec.loss == "poisson":
+                damp = 1.0 / (1.0 + jnp.abs(g) / jnp.sqrt(jnp.maximum(h, HESS_FLOOR)))
+            else:  # a quadratic: the full Newton step is exact
+                damp = 1.0
+            trial = projected_newton_diag(g, h, s, lower=0.0, step=damp, hess_floor=HESS_FLOOR)
+            mu_trial = mu + (trial - s)[:, None] * spectra
+            ell_trial = _pixel_loss(spec.loss, data, mu_trial)
+            ok = ell_trial <= ell
+            s_all = s_all.at[c].set(jnp.where(ok, trial, s))
+            mu = jnp.where(ok[:, None], mu_trial, mu)
+            ell = jnp.where(ok, ell_trial, ell)
+        return state._replace(s=s_all)
+
+    return sweep
+
+
+def _thresholds(spec: _Spec, models: _Models, data: _Data, state: _State, k_mad):
+    """l1 weights ``(J, k)`` per component: ``k_mad * MAD sigma * median M_aa`` (module doc)."""
+    h, w = spec.shape
+    m_diag = _joint_metric(spec, models, data, state)[3]  # (A, n)
+    out = []
+    for c, sl in enumerate(_latent_slices(spec)):
+        valid = (data.weight > 0) & (state.s[c] > 0)
+        t = state.t[c]
+        k = t.shape[0]
+        detail = starlet_transform(t.reshape(k, h, w), spec.n_scales)[:-1].reshape(spec.n_scales, k, -1)
+        detail = jnp.where(valid, detail[:, :, data.index], jnp.nan)
+        med = jnp.nanmedian(detail, axis=-1, keepdims=True)
+        sigma = jnp.nanmedian(jnp.abs(detail - med), axis=-1) / 0.6745
+        m_ref = jnp.nanmedian(jnp.where(valid[:, None], m_diag[:, sl], jnp.nan), axis=0)
+        wt = k_mad * sigma * m_ref[None, :]
+        out.append(jnp.where(jnp.isfinite(wt), wt, 0.0))
+    return tuple(out)
+
+
+def _start(spec: _Spec, models: _Models, data: _Data, t0, s0) -> _State:
+    ts = _project_maps(models, t0)  # a user's start may lie outside the training box
+    nu = jnp.full(s0.shape[1:], DAMPING, s0.dtype)
+    return _State(ts, s0 * data.weight, _all_spectra(spec, models, data, ts), nu, jnp.zeros((), jnp.int32))
+
+
+def _solve(spec: _Spec, models: _Models, data: _Data, t0, s0, thresholds, control: _Control):
+    """The sweeps for one cube (module doc), per pixel or regularised as ``control`` says."""
+    state = _start(spec, models, data, t0, s0)
+
+    def joint_step(st, d):
+        half, m_diag = _data_step(spec, models, d, st)
+        return jax.lax.cond(control.use_prox, lambda: _prox_step(spec, models, d, st, half, m_diag, thresholds),
+                            lambda: half)
+
+    def count(st, _):
+        return st._replace(it=st.it + 1)
+
+    def objective(st, d):
+        return _objective(spec, d, st, thresholds)
+
+    f0 = objective(state, data)
+    res = block_solve((joint_step, repeat(_amplitude_sweep(spec), spec.amp_steps), count), objective, state,
+                      data, max_iter=spec.trace_len, tol=spec.tol, stop=lambda _, new, __: new.it >= control.limit)
+    return res.state, f0, res.trace, res.n_iter
+
+
+@partial(jax.jit, static_argnums=0)
+def _solve_batch(spec, models, data, t0, s0, thresholds, control):
+    return jax.vmap(lambda d, t, s, w: _solve(spec, models, d, t, s, w, control))(data, t0, s0, thresholds)
+
+
+@partial(jax.jit, static_argnums=0)
+def _thresholds_batch(spec, models, data, t, s, k_mad):
+    def one(d, t_, s_):
+        return _thresholds(spec, models, d, _start(spec, models, d, t_, s_), k_mad)
+
+    return jax.vmap(one)(data, t, s)
+
+
+def _simplex_grid(d: int, resolution: int) -> np.ndarray:
+    """Barycentric weights ``(n, d)`` on the grid of step ``1/resolution`` of the anchors'
+    simplex (the anchors included)."""
+    pts = [p for p in itertools.product(range(resolution + 1), repeat=d) if sum(p) == resolution]
+    return np.array(pts, np.float64) / resolution
+
+
+def _grid_start(spec: _Spec, models: _Models, data: _Data, grids):
+    """Cold start by grid search (module doc): per pixel, the best combination of one
+    candidate per component (``grids[c]``: free coordinates ``(n_c, k_c)``), amplitudes by
+    non-negative weighted least squares with weights ``1 / mu_0`` (``mu_0``: the pixel's
+    counts spread as the cube's mean spectrum, a variance that does not vanish where a
+    channel happens to have no count, unlike ``1 / y``). Returns the maps ``t`` (``(k, P)``,
+    0 where there is no data) and the amplitudes ``(C, A)``."""
+    n_comp = len(spec.configs)
+    h, w = spec.shape
+    q = jnp.concatenate([_spectra_at(cfg, models, c, grids[c]) for c, cfg in enumerate(spec.configs)])  # (N, E)
+    y = jnp.maximum(data.y - data.bkg, 0.0)
+    mean = jnp.sum(data.y * data.weight[:, None], axis=0)
+    mean = mean / jnp.maximum(jnp.sum(mean), TINY)
+    weights = 1.0 / jnp.maximum(jnp.sum(data.y, axis=-1, keepdims=True) * mean[None, :], 0.1)
+    gram = jnp.einsum("ie,ae,je->aij", q, weights, q)  # (A, N, N)
+    rhs = jnp.einsum("ie,ae->ai", q, weights * y)  # (A, N)
+    offsets = np.cumsum([0] + [len(gr) for gr in grids])[:-1]
+    combos = np.array(list(itertools.product(*[range(len(gr)) for gr in grids])), np.int32)  # (K, C)
+    cols = combos + offsets
+    g_sub = gram[:, cols[:, :, None], cols[:, None, :]]  # (A, K, C, C)
+    b_sub = rhs[:, cols]  # (A, K, C)
+    ridge = 1e-6 * jnp.trace(g_sub, axis1=-2, axis2=-1)[..., None, None] / n_comp + TINY
+    joint = jnp.linalg.solve(g_sub + ridge * jnp.eye(n_comp), b_sub[..., None])[..., 0]
+    # One component alone (the others at 0): the non-negative solution where the joint one is not.
+    single = jnp.maximum(b_sub / jnp.maximum(jnp.diagonal(g_sub, axis1=-2, axis2=-1), TINY), 0.0)
+    options = jnp.concatenate([joint[:, :, None, :], single[:, :, :, None] * jnp.eye(n_comp)], axis=2)
+    cost = -2.0 * jnp.einsum("akoc,akc->ako", options, b_sub) + jnp.einsum("akoc,akcd,akod->ako", options, g_sub,
+                                                                             options)
+    cost = jnp.where(jnp.all(options >= 0, axis=-1), cost, jnp.inf).reshape(cost.shape[0], -1)
+    best = jnp.argmin(cost, axis=-1)
+    k_best, o_best = best // (n_comp + 1), best % (n_comp + 1)
+    s0 = jnp.maximum(options[jnp.arange(cost.shape[0]), k_best, o_best], 0.0).T * data.weight  # (C, A)
+    choice = jnp.asarray(combos)[k_best]  # (A, C)
+    t0 = tuple(_scatter_rows(jnp.zeros((grids[c].shape[1], h * w), s0.dtype), data, grids[c][choice[:, c]])
+               for c in range(n_comp))
+    return t0, s0
+
+
+@partial(jax.jit, static_argnums=0)
+def _grid_start_batch(spec, models, data, grids):
+    return jax.vmap(lambda d: _grid_start(spec, models, d, grids))(data)
+
+
+# ---------------------------------------------------------------------------------------
+# Argument handling
+
+
+def _as_models(models) -> list:
+    if isinstance(models, M.IAEModel):
+        models = [models]
+    try:
+        models = list(models)
+    except TypeError as err:
+        raise TypeError(f"models must be a sequence of IAEModel, got {type(models).__name__}") from err
+    if not models:
+        raise ValueError("models must hold at least one IAEModel (one per component)")
+    for i, mdl in enumerate(models):
+        if not isinstance(mdl, M.IAEModel):
+            raise TypeError(f"models[{i}] must be an IAEModel, got {type(mdl).__name__}")
+        if mdl.config.joint or mdl.config.n_inputs != 1:
+            raise ValueError(f"models[{i}] is a joint model; SUSHI takes one single-input IAE per component")
+        if mdl.config.n_channels != models[0].config.n_channels:
+            raise ValueError(
+                f"models[{i}] describes {mdl.config.n_channels} channels but models[0] describes "
+                f"{models[0].config.n_channels}: all components must share the cube's channels"
+            )
+    return models
+
+
+def _check_cube(cube, n_channels: int):
+    arr = check_array(cube, "cube", ndim=(3, 4), nonnegative=True, dtype=None)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"cube must hold counts (numbers), got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if arr.shape[-3] != n_channels:
+        if arr.shape[-1] == n_channels:
+            raise ValueError(
+                f"cube must be (E, H, W) with energy first, got shape {arr.shape} whose last axis has "
+                f"the models' {n_channels} channels (channels last?): use np.moveaxis(cube, -1, -3)"
+            )
+        raise ValueError(
+            f"cube has {arr.shape[-3]} channels on axis -3 (shape {arr.shape}) but the models "
+            f"describe {n_channels}"
+        )
+    batched = arr.ndim == 4
+    return (arr if batched else arr[None]), batched
+
+
+def _check_background(background, cube_shape):
+    b, e, h, w = cube_shape
+    if background is None:
+        return np.zeros(cube_shape, np.float32)
+    arr = check_array(background, "background", nonnegative=True)
+    allowed = [(e,), (e, h, w)] + ([(b, e, h, w)] if b > 1 else [])
+    if arr.shape not in allowed:
+        shown = " or ".join(str(s) for s in allowed)
+        raise ValueError(f"background must have shape {shown} (channels first, like cube), got {arr.shape}")
+    if arr.ndim == 1:
+        arr = arr[:, None, None]
+    return np.broadcast_to(arr, cube_shape).astype(np.float32)
+
+
+def _check_mask(mask, cube_shape):
+    b, _, h, w = cube_shape
+    if mask is None:
+        return np.ones((b, h, w), bool)
+    arr = np.asarray(mask)
+    if arr.dtype != bool:
+        arr = check_array(mask, "mask")
+        if not np.all((arr == 0) | (arr == 1)):
+            raise ValueError("mask must be boolean (True where the data are used)")
+        arr = arr.astype(bool)
+    if arr.shape not in [(h, w), (b, h, w)]:
+        raise ValueError(f"mask must have shape (H, W) = {(h, w)} like the cube's sky, got {arr.shape}")
+    return np.broadcast_to(arr, (b, h, w))
+
+
+def _model_geometry(models) -> _Models:
+    refs, bases, lowers, uppers = [], [], [], []
+    for mdl in models:
+        d = mdl.n_anchors
+        lo, hi = (jnp.asarray(v, jnp.float32) for v in mdl.latent_bounds)
+        # The anchors' barycentre: the middle of the family, where the decoder is best trained.
+        refs.append(project_box_section(jnp.full((d,), 1.0 / d, jnp.float32), lo, hi, 1.0))
+        bases.append(sum_to_one_basis(d, jnp.float32))
+        lowers.append(lo)
+        uppers.append(hi)
+    # Strong dtypes: a weakly typed array (e.g. from jnp.full) would make another compilation.
+    states = tuple(jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.asarray(a).dtype), m.state)
+                   for m in models)
+    return _Models(states, tuple(refs), tuple(bases), tuple(lowers), tuple(uppers))
+
+
+def _grids(models, geometry: _Models):
+    """Free coordinates ``(n_c, k_c)`` of the cold-start candidates of each component."""
+    grids = []
+    for c, mdl in enumerate(models):
+        d = mdl.n_anchors
+        lam = _simplex_grid(d, GRID_RESOLUTION.get(d, 2))
+        t = (lam - np.asarray(geometry.reference[c])) @ np.asarray(geometry.basis[c])
+        grids.append(_project_rows(geometry, c, jnp.asarray(t, jnp.float32)))
+    if int(np.prod([len(g) for g in grids])) > 4096:  # many components: the reference weights only
+        grids = [jnp.zeros((1, mdl.n_anchors - 1), jnp.float32) for mdl in models]
+    return tuple(grids)
+
+
+def _active_data(y, bkg, mask):
+    """``_Data`` of the pixels inside ``mask`` with counts, padded to a common bucket size."""
+    b, e, h, w = y.shape
+    y_pe = y.reshape(b, e, h * w).transpose(0, 2, 1)
+    bkg_pe = bkg.reshape(b, e, h * w).transpose(0, 2, 1)
+    active = mask.reshape(b, h * w) & (y_pe.sum(-1) > 0)
+    n_max = int(active.sum(-1).max())
+    size = min(h * w, max(1, -(-n_max // PIXEL_BUCKET) * PIXEL_BUCKET))
+    index = np.zeros((b, size), np.int32)
+    weight = np.zeros((b, size), np.float32)
+    for i in range(b):  # over cubes, not pixels
+        idx = np.flatnonzero(active[i])
+        index[i, : len(idx)] = idx
+        weight[i, : len(idx)] = 1.0
+    rows = np.arange(b)[:, None]
+    ya, ba = y_pe[rows, index] * weight[..., None], bkg_pe[rows, index]
+    data = _Data(jnp.asarray(ya, jnp.float32), jnp.asarray(ba, jnp.float32),
+                 jnp.asarray(1.0 / np.maximum(ya, 1.0), jnp.float32), jnp.asarray(weight), jnp.asarray(index))
+    return data, index, weight
+
+
+def _check_init(init, models, geometry: _Models, b: int, h: int, w: int, batched: bool):
+    """Free-coordinate maps ``(B, k, P)`` per component and amplitude maps ``(B, C, P)``."""
+    n_comp = len(models)
+    if isinstance(init, SushiResult):
+        amplitude, latent = init.amplitude, init.latent
+    elif isinstance(init, (tuple, list)) and len(init) == 2:
+        amplitude, latent = init
+    else:
+        raise TypeError(
+            f"init must be None, a SushiResult (e.g. from fit_pixels) or a pair (amplitude, latent), "
+            f"got {type(init).__name__}"
+        )
+    lead = (b,) if batched else ()
+    amp = check_array(amplitude, "init.amplitude", nonnegative=True)
+    if amp.shape != lead + (n_comp, h, w):
+        raise ValueError(f"init.amplitude must have shape {lead + (n_comp, h, w)}, got {amp.shape}")
+    if isinstance(latent, np.ndarray) or len(latent) != n_comp:
+        raise ValueError(f"init.latent must be a sequence of {n_comp} maps (one per model)")
+    ts = []
+    for c, (mdl, lam) in enumerate(zip(models, latent)):
+        d = mdl.n_anchors
+        lam = check_array(lam, f"init.latent[{c}]")
+        if lam.shape != lead + (d, h, w):
+            raise ValueError(f"init.latent[{c}] must have shape {lead + (d, h, w)}, got {lam.shape}")
+        lam = lam.reshape((b, d, h * w))
+        t = np.einsum("bdp,dk->bkp", lam - np.asarray(geometry.reference[c])[None, :, None],
+                      np.asarray(geometry.basis[c]))
+        ts.append(jnp.asarray(t, jnp.float32))
+    return tuple(ts), amp.reshape(b, n_comp, h * w).astype(np.float32)
+
+
+def _check_param_maps(param_maps, models):
+    if param_maps is None:
+        return [None] * len(models)
+    if isinstance(param_maps, ParameterMap):
+        param_maps = [param_maps]
+    param_maps = list(param_maps)
+    if len(param_maps) != len(models):
+        raise ValueError(f"param_maps must have one entry (or None) per model ({len(models)}), got {len(param_maps)}")
+    for i, (pm, mdl) in enumerate(zip(param_maps, models)):
+        if pm is None:
+            continue
+        if not isinstance(pm, ParameterMap):
+            raise TypeError(f"param_maps[{i}] must be a ParameterMap or None, got {type(pm).__name__}")
+        if pm.n_anchors != mdl.n_anchors:
+            raise ValueError(f"param_maps[{i}] maps {pm.n_anchors} weights but models[{i}] has {mdl.n_anchors} anchors")
+    return param_maps
+
+
+def _trace_len(*limits: int) -> int:
+    """Static trace length: one bucket (256) for every usual limit, so one compiled program
+    serves the per-pixel fit and SUSHI whatever their ``max_iter``."""
+    n = max(limits)
+    return 256 if n <= 256 else 1 << (n - 1).bit_length()
+
+
+def _converged(f0, trace, n_iter, tol):
+    """block_solve's relative-decrease rule read back from the trace (the iteration limit
+    also stops the loop, through ``stop``, and must not count as convergence)."""
+    n = np.asarray(n_iter)
+    full = np.concatenate([np.asarray(f0)[:, None], np.asarray(trace)], axis=1)
+    rows = np.arange(len(n))
+    last, prev = full[rows, n], full[rows, n - 1]
+    return np.isfinite(last) & (np.abs(prev - last) <= tol * np.maximum(np.abs(last), 1.0))
+
+
+def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init, mask, param_maps, names,
+         amp_steps, regularise, init_iter):
+    models = _as_models(models)
+    y, batched = _check_cube(cube, models[0].config.n_channels)
+    b, e, h, w = y.shape
+    check_choice(loss, "loss", ("poisson", "gaussian"))
+    n_scales = check_int(n_scales, "n_scales", minimum=1)
+    k_mad = check_float(k_mad, "k_mad", minimum=0.0)
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    tol = check_float(tol, "tol", minimum=0.0)
+    amp_steps = check_int(amp_steps, "amp_steps", minimum=0)
+    init_iter = check_int(init_iter, "init_iter", minimum=1)
+    bkg = _check_background(background, y.shape)
+    mask = _check_mask(mask, y.shape)
+    param_maps = _check_param_maps(param_maps, models)
+    n_comp = len(models)
+    if names is None:
+        names = tuple(f"component{i}" for i in range(n_comp))
+    else:
+        names = (names,) if isinstance(names, str) else tuple(str(n) for n in names)
+        if len(names) != n_comp:
+            raise ValueError(f"names must have one entry per model ({n_comp}), got {len(names)}")
+
+    geometry = _model_geometry(models)
+    data, index, weight = _active_data(y, bkg, mask)
+    spec = _Spec(configs=tuple(m.config for m in models), shape=(h, w), loss=loss, n_scales=n_scales,
+                 trace_len=_trace_len(max_iter, init_iter), tol=tol, amp_steps=amp_steps)
+    zero_thr = tuple(jnp.zeros((b, n_scales, m.n_anchors - 1), jnp.float32) for m in models)
+
+    def control(use_prox, limit):
+        return _Control(jnp.asarray(use_prox), jnp.int32(limit))
+
+    n_init = np.zeros(b, np.int32)
+    if init is None:
+        t0, s0 = _grid_start_batch(spec, geometry, data, _grids(models, geometry))
+        # Stage 1, the per-pixel fit: the whole of fit_pixels, the start of SUSHI.
+        state, f0, trace, n_iter = _solve_batch(spec, geometry, data, t0, s0, zero_thr,
+                                                control(False, init_iter if regularise else max_iter))
+        t0, s0, n_init = state.t, state.s, np.asarray(n_iter)
+    else:
+        t0, s_maps = _check_init(init, models, geometry, b, h, w, batched)
+        s0 = jnp.asarray(np.take_along_axis(s_maps, index[:, None, :], axis=2) * weight[:, None, :])
+        if not regularise:
+            state, f0, trace, n_iter = _solve_batch(spec, geometry, data, t0, s0, zero_thr, control(False, max_iter))
+    if regularise:
+        thr = _thresholds_batch(spec, geometry, data, t0, s0, jnp.float32(k_mad))
+        state, f0, trace, n_iter = _solve_batch(spec, geometry, data, t0, s0, thr, control(True, max_iter))
+    else:
+        thr, n_init = zero_thr, np.zeros(b, np.int32)
+    return _assemble(state, f0, trace, n_iter, _converged(f0, trace, n_iter, tol), thr, n_init, geometry, models,
+                     param_maps, names, y.shape, bkg, mask, index, weight, batched)
+
+
+def _assemble(state, f0, trace, n_iter, converged, thr, n_init, geometry, models, param_maps, names, shape, bkg,
+              mask, index, weight, batched):
+    b, e, h, w = shape
+    n_comp = len(models)
+    amplitude = np.zeros((b, n_comp, h * w), np.float32)
+    spectra = np.zeros((b, n_comp, h * w, e), np.float32)
+    s_act, sp_act = np.asarray(state.s), np.asarray(state.spectra)
+    for i in range(b):  # over cubes: scatter the active pixels back into the maps
+        real = weight[i] > 0
+        amplitude[i][:, index[i, real]] = s_act[i][:, real]
+        spectra[i][:, index[i, real]] = sp_act[i][:, real]
+    components = (amplitude[..., None] * spectra).transpose(0, 1, 3, 2).reshape(b, n_comp, e, h, w)
+    model = bkg + components.sum(axis=1)
+    inside = mask.reshape(b, h * w)
+    latent = []
+    for c in range(n_comp):
+        ref = np.asarray(geometry.reference[c])
+        lam = ref[None, :, None] + np.einsum("dk,bkp->bdp", np.asarray(geometry.basis[c]), np.asarray(state.t[c]))
+        lam = np.where(inside[:, None, :], lam, ref[None, :, None])
+        latent.append(lam.reshape(b, -1, h, w).astype(np.float32))
+    params = {}
+    all_names = [nm for pm in param_maps if pm is not None for nm in pm.names]
+    for c, pm in enumerate(param_maps):
+        if pm is None:
+            continue
+        for nm, values in pm(latent[c], axis=1).items():
+            key = nm if all_names.count(nm) == 1 else f"{names[c]}:{nm}"
+            params[key] = values.astype(np.float32)
+    n_iter = np.asarray(n_iter)
+    objective = np.concatenate([np.asarray(f0)[:, None], np.asarray(trace)], axis=1)
+    objective[np.arange(objective.shape[1])[None, :] > n_iter[:, None]] = np.nan
+    objective = objective[:, : int(n_iter.max()) + 1]
+    thresholds = tuple(np.asarray(t) for t in thr)
+    amplitude = amplitude.reshape(b, n_comp, h, w)
+    n_init = np.asarray(n_init)
+    if not batched:
+        amplitude, components, model = amplitude[0], components[0], model[0]
+        latent = [lam[0] for lam in latent]
+        params = {k: v[0] for k, v in params.items()}
+        objective, n_iter, converged, n_init = objective[0], n_iter[0], converged[0], n_init[0]
+        thresholds = tuple(t[0] for t in thresholds)
+    return SushiResult(amplitude, tuple(latent), components, model, params, objective, n_iter, converged,
+                       thresholds, n_init, names)
+
+
+# ---------------------------------------------------------------------------------------
+# Public entry points
+
+
+def sushi(
+    cube,
+    models,
+    *,
+    background=None,
+    loss: str = "poisson",
+    n_scales: int = 2,
+    k_mad: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+    init: SushiResult | tuple | None = None,
+    mask=None,
+    param_maps=None,
+    names: Sequence[str] | None = None,
+    amp_steps: int = 1,
+    init_iter: int = 100,
+) -> SushiResult:
+    """Unmix an X-ray cube with spatially regularised IAE components (SUSHI; module doc).
+
+    cube: ``(E, H, W)`` counts (energy first), or a batch ``(B, E, H, W)`` solved at once
+      (vmapped; the loop runs until the last cube stops).
+    models: one single-input ``IAEModel`` per component, all over the cube's ``E`` channels.
+    background: known expected background counts, ``(E,)`` (same in every pixel) or
+      ``(E, H, W)`` (or ``(B, E, H, W)`` for a batch); default none.
+    loss: ``"poisson"`` (default) or ``"gaussian"`` (chi-square with variance ``max(Y, 1)``).
+    n_scales: starlet detail planes regularised (the coarse plane is not).
+    k_mad: threshold in MAD noise units (``0``: no spatial regularisation).
+    max_iter, tol: sweeps of the regularised loop and its relative-decrease stopping rule.
+    init: where to start: a ``SushiResult`` (e.g. :func:`fit_pixels`'s) or a pair
+      ``(amplitude (C, H, W), latent (one (d_c, H, W) map per model))``; the thresholds
+      come from its latent maps. Default: :func:`fit_pixels` (``max_iter=init_iter``, same
+      ``tol``), run first.
+    mask: ``(H, W)`` booleans, True where the data are used (default: everywhere).
+    param_maps: optional ``ParameterMap`` (or None) per component: ``params`` maps.
+    names: component names (default ``component0``, ...).
+    amp_steps: projected Newton steps on every amplitude map per sweep (cheap: no
+      decoding; 0 for none).
+    init_iter: sweeps of the per-pixel fit run first when ``init`` is None.
+
+    Returns a :class:`SushiResult`. The three stages (grid search, per-pixel sweeps,
+    regularised sweeps) are each one jitted program with no host round trip per sweep;
+    the programs depend on the shapes only, so cubes of one size share them.
+    """
+    return _run(cube, models, background=background, loss=loss, n_scales=n_scales, k_mad=k_mad,
+                max_iter=max_iter, tol=tol, init=init, mask=mask, param_maps=param_maps, names=names,
+                amp_steps=amp_steps, regularise=True, init_iter=init_iter)
+
+
+def fit_pixels(
+    cube,
+    models,
+    *,
+    background=None,
+    loss: str = "poisson",
+    max_iter: int = 100,
+    tol: float = 1e-5,
+    init: SushiResult | tuple | None = None,
+    mask=None,
+    param_maps=None,
+    names: Sequence[str] | None = None,
+    amp_steps: int = 1,
+) -> SushiResult:
+    """Fit the same models pixel by pixel, without spatial regularisation (the usual practice).
+
+    A grid search per pixel, then SUSHI's sweeps without the prox: per-pixel
+    Levenberg-Marquardt steps on all of a pixel's unknowns and Newton steps on the
+    amplitudes, every pixel independent (the objective is a sum over pixels and every step
+    is safeguarded per pixel), all pixels vmapped in one jitted loop. Arguments as
+    :func:`sushi`; ``init`` skips the grid search. Returns a :class:`SushiResult` with zero
+    ``thresholds``.
+    """
+    # n_scales as SUSHI's default: one compiled program serves both.
+    return _run(cube, models, background=background, loss=loss, n_scales=2, k_mad=0.0, max_iter=max_iter,
+                tol=tol, init=init, mask=mask, param_maps=param_maps, names=names, amp_steps=amp_steps,
+                regularise=False, init_iter=max_iter)

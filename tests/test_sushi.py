@@ -1,0 +1,350 @@
+"""Tests of SUSHI, the per-pixel baseline and the latent -> parameter maps.
+
+The cubes are generated from the decoders of two small hand-built IAEs (random smooth
+decoders, no training: the model is exact and nothing but the solver is tested), 12 x 12
+pixels and 40 channels. Every compiled program is shared: one cube shape, one batch of two.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from frugal.iae import model as M
+from frugal.solvers import sum_to_one_basis
+from frugal.xray import ParameterMap, SushiResult, fit_pixels, sushi
+from frugal.xray import simulate as xs
+
+E, H, W = 40, 12, 12
+
+
+def make_model(d, reference, seed, n_channels=E):
+    """A small IAE with a random smooth (tanh) decoder and well separated anchor codes."""
+    cfg = M.IAEConfig(n_channels=n_channels, n_anchors=d, latent_dim=4, width=16, depth=2, activation="tanh")
+    enc, dec = cfg.networks()
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(seed), 4)
+    ref = jnp.asarray(reference / reference.sum(), jnp.float32)[None]
+    omega = jax.random.normal(k3, (d, cfg.latent_dim))
+    params_dec = dec.init(k2, (omega,))
+    kernel = params_dec["params"]["output"]["kernel"]
+    params_dec["params"]["output"]["kernel"] = 0.5 * jax.random.normal(k4, kernel.shape) / np.sqrt(kernel.shape[0])
+    state = M.IAEState({"encoder": enc.init(k1, ref[None]), "decoder": params_dec}, ref,
+                       jnp.repeat(ref[None], d, 0), (omega,), jnp.full(d, -0.5), jnp.full(d, 1.5))
+    return M.IAEModel(cfg, state, {})
+
+
+def unit_spectra(model, lam):
+    """Unit-sum spectra ``(E, H, W)`` of weight maps ``lam`` ``(d, H, W)``."""
+    x = model.decode(lam.reshape(lam.shape[0], -1).T)
+    return (x / x.sum(-1, keepdims=True)).T.reshape(-1, *lam.shape[1:])
+
+
+@pytest.fixture(scope="module")
+def models():
+    en = xs.energies(E)
+    return [make_model(3, xs.thermal_spectrum(2.0, 0.0, energies=en), 0),
+            make_model(2, xs.synchrotron_spectrum(2.5, energies=en), 1)]
+
+
+@pytest.fixture(scope="module")
+def truth(models):
+    """Smooth weight maps (within the unit simplex's neighbourhood) and amplitude maps."""
+    yy, xx = np.mgrid[0:H, 0:W] / (H - 1)
+    latent = []
+    for mdl in models:
+        d = mdl.n_anchors
+        t = np.stack([0.5 * np.sin(2.5 * xx + 1.3 * a) * np.cos(1.7 * yy - a) for a in range(d - 1)])
+        latent.append((1.0 / d + np.einsum("dk,khw->dhw", np.asarray(sum_to_one_basis(d)), t)).astype(np.float32))
+    amplitude = np.stack([200 + 300 * np.exp(-((xx - 0.5) ** 2 + (yy - 0.4) ** 2) / 0.15),
+                          80 + 150 * xx * yy]).astype(np.float32)
+    expected = sum(amplitude[c] * unit_spectra(m, latent[c]) for c, m in enumerate(models))
+    return amplitude, latent, expected.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def noiseless(models, truth):
+    cube = truth[2]
+    # Without noise the MAD of the per-pixel maps measures structure, not noise: a small k.
+    return fit_pixels(cube, models), sushi(cube, models, k_mad=0.1)
+
+
+@pytest.fixture(scope="module")
+def faint(models, truth):
+    """A Poisson draw of a faint version of the cube (~50-150 counts per pixel)."""
+    cube = np.random.default_rng(0).poisson(0.3 * truth[2]).astype(np.float32)
+    pixels = fit_pixels(cube, models)
+    return cube, pixels, sushi(cube, models, init=pixels)
+
+
+def rms(a, b):
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+# --------------------------------------------------------------------------- exact model
+
+
+def test_noiseless_cube_is_recovered(noiseless, truth):
+    amplitude, latent, expected = truth
+    pixels, reg = noiseless
+    np.testing.assert_allclose(pixels.amplitude, amplitude, rtol=2e-3)
+    for c in range(2):
+        np.testing.assert_allclose(pixels.latent[c], latent[c], atol=5e-3)
+    np.testing.assert_allclose(pixels.model, expected, rtol=1e-3, atol=1e-3)
+    # SUSHI shrinks the (small) starlet details of the true maps too: close, not exact.
+    np.testing.assert_allclose(reg.amplitude, amplitude, rtol=1e-2)
+    for c in range(2):
+        assert np.max(np.abs(reg.latent[c] - latent[c])) < 0.02
+    assert isinstance(reg, SushiResult) and reg.names == ("component0", "component1")
+    assert reg.n_iter_init == pixels.n_iter and reg.n_iter >= 1
+    assert pixels.components.shape == (2, E, H, W) and reg.model.shape == (E, H, W)
+    np.testing.assert_allclose(reg.components.sum(0), reg.model, rtol=1e-5, atol=1e-5)
+    assert all(np.allclose(lam.sum(0), 1.0, atol=1e-5) for lam in reg.latent)
+
+
+def test_objective_trace_is_non_increasing(noiseless, faint):
+    _, pixels, reg = faint
+    for trace in (noiseless[0].objective, noiseless[1].objective, pixels.objective, reg.objective):
+        assert len(trace) >= 2 and np.all(np.isfinite(trace))
+        assert np.all(np.diff(trace) <= 1e-6 * np.abs(trace[:-1]) + 1e-3), np.diff(trace).max()
+    # the regularised objective really is minimised, not merely kept
+    assert reg.objective[-1] < reg.objective[0] - 1.0 and reg.converged
+
+
+# --------------------------------------------------------------------------- one step, independently
+
+
+def _pixel_step(models, y, amp, lams):
+    """One sweep of the per-pixel loop for one pixel, written independently with jax.grad /
+    jax.jacfwd: Levenberg-Marquardt on z = (s, t) (Marquardt damping 1e-3, latent step
+    clipped at 0.25), then the amplitude Newton steps damped by the Newton decrement."""
+    refs = [jnp.full(m.n_anchors, 1.0 / m.n_anchors) for m in models]
+    bases = [sum_to_one_basis(m.n_anchors) for m in models]
+
+    def spectrum(c, t):
+        x = jnp.maximum(M.decode(models[c].config, models[c].state, refs[c] + bases[c] @ t)[0], 0.0)
+        return x / jnp.sum(x)
+
+    def mu(s, ts):
+        return s[0] * spectrum(0, ts[0]) + s[1] * spectrum(1, ts[1])
+
+    def nll(z):
+        m = mu(z[:2], [z[2:4], z[4:5]])
+        return jnp.sum(m - jnp.where(y > 0, y * jnp.log(m), 0.0))
+
+    z0 = jnp.concatenate([amp, *[(lam - r) @ v for lam, r, v in zip(lams, refs, bases)]])
+    jac = jax.jacfwd(lambda z: mu(z[:2], [z[2:4], z[4:5]]))(z0)
+    fisher = jac.T @ (jac / mu(z0[:2], [z0[2:4], z0[4:5]])[:, None])
+    delta = -jnp.linalg.solve(fisher + 1e-3 * jnp.diag(jnp.diag(fisher)), jax.grad(nll)(z0))
+    delta = delta * jnp.minimum(1.0, 0.25 / jnp.max(jnp.abs(delta[2:])))  # the trust region
+    z1 = jnp.where(nll(z0 + delta) <= nll(z0), z0 + delta, z0)
+    s, ts = z1[:2], [z1[2:4], z1[4:5]]
+    for c in range(2):  # Gauss-Seidel amplitude steps, damped by the Newton decrement
+        m, sc = mu(s, ts), spectrum(c, ts[c])
+        g, h = jnp.sum(sc * (1 - y / m)), jnp.sum(sc**2 * y / m**2)
+        trial = s.at[c].set(jnp.maximum(s[c] - g / h / (1 + jnp.abs(g) / jnp.sqrt(h)), 0.0))
+        s = jnp.where(nll(jnp.concatenate([trial, *ts])) <= nll(jnp.concatenate([s, *ts])), trial, s)
+    return s, [r + v @ t for r, v, t in zip(refs, bases, ts)]
+
+
+def test_one_sweep_without_regularisation_is_the_independent_per_pixel_step(models, truth):
+    amplitude, latent, expected = truth
+    cube = np.random.default_rng(2).poisson(expected).astype(np.float32)
+    start_amp = 1.1 * amplitude
+    start_lat = [lam + 0.04 * np.asarray(sum_to_one_basis(lam.shape[0]))[:, :1, None] for lam in latent]
+    one = fit_pixels(cube, models, init=(start_amp, start_lat), max_iter=1)
+    assert one.n_iter == 1
+    ii, jj = np.array([0, 3, 6, 11, 9]), np.array([0, 7, 6, 2, 10])
+    reference = jax.jit(jax.vmap(lambda y, a, l0, l1: _pixel_step(models, y, a, [l0, l1])))
+    s, lams = reference(cube[:, ii, jj].T, start_amp[:, ii, jj].T, start_lat[0][:, ii, jj].T,
+                        start_lat[1][:, ii, jj].T)
+    s = np.asarray(s)
+    # float32 tolerance relative to the pixel's total (a faint component is ill-conditioned)
+    err = np.abs(one.amplitude[:, ii, jj].T - s)
+    assert np.all(err <= 2e-4 * s.sum(1, keepdims=True)), err / s.sum(1, keepdims=True)
+    for c in range(2):
+        np.testing.assert_allclose(one.latent[c][:, ii, jj].T, lams[c], atol=2e-5)
+    # SUSHI without regularisation takes the same step (its prox is then the identity, up to
+    # the rounding of the starlet's reconstruction, which may flip an amplitude step's test)
+    free = sushi(cube, models, init=(start_amp, start_lat), k_mad=0.0, max_iter=1)
+    np.testing.assert_allclose(free.amplitude, one.amplitude, rtol=1e-3)
+    for c in range(2):
+        np.testing.assert_allclose(free.latent[c], one.latent[c], atol=1e-5)
+    assert all(np.all(t == 0) for t in free.thresholds)
+
+
+# --------------------------------------------------------------------------- noise, regularisation
+
+
+def test_sushi_beats_the_per_pixel_fit_on_a_faint_cube(truth, faint):
+    _, latent, _ = truth
+    _, pixels, reg = faint
+    for c in range(2):
+        err_pix, err_reg = rms(pixels.latent[c], latent[c]), rms(reg.latent[c], latent[c])
+        assert err_reg < 0.6 * err_pix, (c, err_reg, err_pix)
+    assert all(np.all(t > 0) for t in reg.thresholds)
+    assert reg.n_iter_init == 0
+
+
+def test_a_batch_of_cubes_is_solved_as_each_alone(models, truth, faint):
+    cube, pixels, _ = faint
+    other = np.random.default_rng(5).poisson(truth[2]).astype(np.float32)
+    batch = np.stack([cube, other])
+    init = (np.stack([pixels.amplitude] * 2), [np.stack([lam] * 2) for lam in pixels.latent])
+    for fn in (fit_pixels, sushi):
+        both = fn(batch, models, max_iter=2, init=init)
+        assert both.amplitude.shape == (2, 2, H, W) and both.latent[0].shape == (2, 3, H, W)
+        assert both.objective.shape[0] == 2 and both.n_iter.shape == (2,)
+        for b in range(2):
+            alone = fn(batch[b], models, max_iter=2, init=(init[0][b], [lam[b] for lam in init[1]]))
+            # the batched program sums in another order: float32 differences, which may flip
+            # a step's acceptance test in a pixel
+            np.testing.assert_allclose(both.amplitude[b], alone.amplitude, rtol=5e-3, atol=1e-2)
+            for c in range(2):
+                np.testing.assert_allclose(both.latent[c][b], alone.latent[c], atol=5e-3)
+            np.testing.assert_allclose(both.objective[b][: alone.n_iter + 1], alone.objective, rtol=1e-4)
+
+
+def test_parameter_maps(models, truth, faint):
+    """A labelled 'family' whose parameters are known functions of the weights: the fitted
+    map is exact on it, SUSHI's parameter maps beat the per-pixel ones."""
+    _, latent, _ = truth
+    rng = np.random.default_rng(1)
+    maps = []
+    for c, mdl in enumerate(models):
+        d = mdl.n_anchors
+        lam = rng.uniform(-0.3, 1.3, (60, d))
+        lam[:, -1] = 1 - lam[:, :-1].sum(1)
+        t = (lam - 1.0 / d) @ np.asarray(sum_to_one_basis(d))
+        if c == 0:
+            params = np.stack([np.exp(0.5 + 0.8 * t[:, 0] - 0.3 * t[:, 1] ** 2), 0.01 * t[:, 1]], 1)
+            pm = ParameterMap.fit(mdl, None, params, ("kT", "z"), latent=lam, degree=2, log=("kT",))
+        else:
+            params = 2.5 + t[:, :1] - 0.2 * t[:, :1] ** 3
+            pm = ParameterMap.fit(mdl, None, params, ("photon_index",), latent=lam)
+        assert max(pm.residual.values()) < 1e-6 and max(pm.loo_residual.values()) < 1e-6
+        np.testing.assert_allclose(np.stack(list(pm(lam, axis=1).values()), 1), params, rtol=1e-6, atol=1e-9)
+        maps.append(pm)
+    true_params = {**maps[0](latent[0]), **maps[1](latent[1])}
+    cube, pixels, reg = faint
+    init = (reg.amplitude, reg.latent)
+    with_params = sushi(cube, models, param_maps=maps, init=init, max_iter=1)
+    assert set(with_params.params) == {"kT", "z", "photon_index"}
+    np.testing.assert_allclose(with_params.params["kT"], maps[0](with_params.latent[0])["kT"], rtol=1e-6)
+    pix_params, reg_params = {**maps[0](pixels.latent[0]), **maps[1](pixels.latent[1])}, with_params.params
+    for name in ("kT", "z", "photon_index"):
+        assert rms(reg_params[name], true_params[name]) < rms(pix_params[name], true_params[name])
+    # predictions stay within the labelled range; a name shared by two components is prefixed
+    assert np.all(pix_params["kT"] <= maps[0].upper[0] + 1e-6)
+    other = ParameterMap.fit(models[1], None, 1.0 + lam[:, :1], ("kT",), latent=lam)
+    shared = fit_pixels(cube, models, param_maps=[maps[0], other], max_iter=1, init=init)
+    assert set(shared.params) == {"component0:kT", "z", "component1:kT"}
+
+
+# --------------------------------------------------------------------------- masks, empty pixels
+
+
+def test_empty_and_masked_pixels(models, truth):
+    cube = truth[2].copy()
+    cube[:, 2:5, 3:6] = 0.0  # no counts
+    mask = np.ones((H, W), bool)
+    mask[:, -2:] = False  # outside the source
+    for fn in (fit_pixels, sushi):
+        res = fn(cube, models, mask=mask, max_iter=5)
+        for arr in (res.amplitude, res.components, res.model, *res.latent):
+            assert np.all(np.isfinite(arr))
+        assert np.all(res.amplitude[:, 2:5, 3:6] == 0) and np.all(res.amplitude[:, :, -2:] == 0)
+        assert np.all(res.components[:, :, :, -2:] == 0)
+        for c, lam in enumerate(res.latent):
+            d = lam.shape[0]
+            np.testing.assert_allclose(lam[:, :, -2:], 1.0 / d, atol=1e-6)  # the default weights
+        assert np.all(np.isfinite(res.objective))
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def test_bad_inputs_raise(models, truth):
+    cube = truth[2]
+    with pytest.raises(ValueError, match="channels last"):
+        sushi(np.moveaxis(cube, 0, -1), models)
+    with pytest.raises(ValueError, match="cube has 39 channels"):
+        sushi(cube[:-1], models)
+    with pytest.raises(ValueError, match="models\\[1\\] describes 30 channels"):
+        fit_pixels(cube, [models[0], make_model(2, np.ones(30), 2, n_channels=30)])
+    bad = cube.copy()
+    bad[0, 0, 0] = -1
+    with pytest.raises(ValueError, match="cube must be non-negative"):
+        sushi(bad, models)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="cube contains 1 non-finite"):
+        fit_pixels(bad, models)
+    with pytest.raises(ValueError, match="cube must have 3 or 4 dimension"):
+        sushi(cube[0], models)
+    with pytest.raises(ValueError, match="background must have shape"):
+        sushi(cube, models, background=np.ones((H, W, E)))
+    with pytest.raises(ValueError, match="background must be non-negative"):
+        sushi(cube, models, background=-np.ones(E))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        sushi(cube, models, mask=np.ones((W + 1, H), bool))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        sushi(cube, models, loss="cash")
+    with pytest.raises(ValueError, match="k_mad must be >= 0"):
+        sushi(cube, models, k_mad=-1)
+    with pytest.raises(ValueError, match="init.amplitude must have shape"):
+        sushi(cube, models, init=(np.ones((3, H, W)), truth[1]))
+    with pytest.raises(ValueError, match="param_maps must have one entry"):
+        fit_pixels(cube, models, param_maps=[None])
+    with pytest.raises(TypeError, match="models\\[0\\] must be an IAEModel"):
+        sushi(cube, ["thermal"])
+    with pytest.raises(ValueError, match="names must have one entry"):
+        sushi(cube, models, names=("thermal",))
+
+
+def test_parameter_map_checks(models):
+    lam = np.random.default_rng(0).dirichlet(np.ones(3), 30)
+    with pytest.raises(ValueError, match="names must have one entry"):
+        ParameterMap.fit(models[0], None, np.ones((30, 2)), ("kT",), latent=lam)
+    with pytest.raises(ValueError, match="latent has 30 rows but params has 20"):
+        ParameterMap.fit(models[0], None, np.ones((20, 1)), latent=lam)
+    with pytest.raises(ValueError, match="must be positive"):
+        ParameterMap.fit(models[0], None, -np.ones((30, 1)), ("kT",), latent=lam, log=("kT",))
+    with pytest.raises(ValueError, match="more than the 30 labelled"):
+        ParameterMap.fit(models[0], None, np.ones((30, 1)), latent=lam, degree=7)
+    pm = ParameterMap.fit(models[0], None, lam[:, :1], ("a",), latent=lam, degree=1)
+    with pytest.raises(ValueError, match="latent must hold the 3 weights on axis 0"):
+        pm(np.ones((2, 5, 5)))
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_unmix_writes_fits_maps_and_a_panel(models, faint, tmp_path, capsys):
+    pytest.importorskip("astropy")
+    pytest.importorskip("matplotlib")
+    import dataclasses
+
+    import frugal.iae as iae
+    from frugal.xray import read_maps, write_cube
+    from frugal.xray.commands import main
+
+    energies = xs.energies(E)
+    rng = np.random.default_rng(3)
+    paths = []
+    for name, mdl in zip(("thermal", "synchrotron"), models):
+        lam = rng.dirichlet(np.ones(mdl.n_anchors), 40)
+        pm = ParameterMap.fit(mdl, None, 2.0 + lam[:, :1], ("kT" if name == "thermal" else "photon_index",),
+                              latent=lam, degree=1)
+        info = {"xray": {"name": name, "energies": energies.tolist(), "param_map": pm.to_dict()}}
+        paths.append(str(tmp_path / f"{name}.frugal"))
+        iae.save(dataclasses.replace(mdl, info=info), paths[-1])
+    write_cube(tmp_path / "cube.fits", faint[0].astype(np.int32), energies)
+    argv = ["xray", "unmix", str(tmp_path / "cube.fits"), "-m", paths[0], "-m", paths[1], "--max-iter", "3"]
+    assert main(argv + ["-o", str(tmp_path / "out")]) == 0
+    maps = read_maps(tmp_path / "out" / "maps.fits")
+    assert {"thermal_amplitude", "synchrotron_amplitude", "kT", "photon_index"} <= set(maps)
+    assert maps["kT"].shape == (H, W) and (tmp_path / "out" / "maps.png").exists()
+    # a cube on another energy grid than the models': a clear error, exit status 2
+    write_cube(tmp_path / "shifted.fits", faint[0].astype(np.int32), 1.1 * energies)
+    argv[2] = str(tmp_path / "shifted.fits")
+    assert main(argv + ["-o", str(tmp_path / "out2"), "--no-plot"]) == 2
+    assert "another energy grid" in capsys.readouterr().err
