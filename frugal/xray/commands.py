@@ -394,16 +394,18 @@ def unmix_command(args) -> int:
 
 def map_errors(result, cube) -> dict:
     """Amplitude NMSE (dB) per component, median absolute errors of the parameter maps
-    inside the remnant mask and component-cube NMSE (dB) of a result on a simulated cube."""
+    inside the remnant mask and component-cube NMSE (dB) of a result on a simulated cube.
+
+    NMSE in dB as everywhere in frugal (:func:`frugal.iae.nmse_db`): ``-20 log10(||x_hat -
+    x|| / ||x||)``, higher is better.
+    """
+    from frugal.iae.metrics import nmse_db
+
     mask = cube.mask
     out = {}
     for c, name in enumerate(cube.component_names):
-        ref = cube.amplitude[c]
-        out[f"{name}_amplitude_nmse_db"] = float(10 * np.log10(np.sum((result.amplitude[c] - ref) ** 2)
-                                                               / np.sum(ref**2)))
-        ref = cube.components[c]
-        out[f"{name}_cube_nmse_db"] = float(10 * np.log10(np.sum((result.components[c] - ref) ** 2)
-                                                          / np.sum(ref**2)))
+        out[f"{name}_amplitude_nmse_db"] = float(nmse_db(result.amplitude[c], cube.amplitude[c], axis=None))
+        out[f"{name}_cube_nmse_db"] = float(nmse_db(result.components[c], cube.components[c], axis=None))
     for name, truth in cube.params.items():
         if name in result.params:
             out[f"{name}_mae"] = float(np.median(np.abs(result.params[name] - truth)[mask]))
