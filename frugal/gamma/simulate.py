@@ -116,6 +116,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from frugal._special import erfc
+
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.data.families import Family
 from frugal.gamma import nuclear_data as nd
@@ -657,20 +659,8 @@ def _surroundings(e0, weights, det, n_cells, n_theta=48):
 # --------------------------------------------------------------------------------------
 
 
-def _erfc(x):
-    """Complementary error function, fractional error < 1.2e-7 (Numerical Recipes ``erfcc``):
-    NumPy has none and the core package does not depend on SciPy."""
-    z = np.abs(x)
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277))))))))
-    r = t * np.exp(poly)
-    return np.where(x >= 0, r, 2.0 - r)
-
-
 def _phi_cdf(u):
-    return 0.5 * _erfc(-u / np.sqrt(2.0))
+    return 0.5 * erfc(-u / np.sqrt(2.0))
 
 
 def _gaussian_bins(centres, sigma, edges):

@@ -85,6 +85,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from frugal._special import erfc
+
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.data import Family  # the labelled-family type shared with the other packages
 
@@ -239,20 +241,6 @@ def effective_area(energy) -> np.ndarray:
     return 600.0 * np.exp(-0.5 * ((e - 1.5) / 3.2) ** 2)
 
 
-def _erfc(x):
-    """Complementary error function with fractional error below 1.2e-7 everywhere
-    (Chebyshev fit of Numerical Recipes' ``erfcc``); NumPy has no erf and the core
-    package does not depend on SciPy."""
-    x = np.asarray(x, dtype=np.float64)
-    z = np.abs(x)
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277))))))))
-    r = t * np.exp(poly)
-    return np.where(x >= 0, r, 2.0 - r)
-
-
 def _gaussian_bins(edges, mu, sigma):
     """Probability mass of N(mu, sigma^2) in each bin ``[edges[i], edges[i+1]]``.
 
@@ -265,7 +253,7 @@ def _gaussian_bins(edges, mu, sigma):
     mu = np.asarray(mu, dtype=np.float64)[..., None]
     sigma = np.maximum(np.asarray(sigma, dtype=np.float64), 1e-9)[..., None]
     u = (edges - mu) / (np.sqrt(2.0) * sigma)
-    q = 0.5 * _erfc(np.abs(u))
+    q = 0.5 * erfc(np.abs(u))
     above = u[..., :-1] >= 0
     below = u[..., 1:] <= 0
     q_lo, q_hi = q[..., :-1], q[..., 1:]
