@@ -117,7 +117,6 @@ from typing import NamedTuple
 import numpy as np
 
 from frugal._special import erfc
-
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.data.families import Family
 from frugal.gamma import nuclear_data as nd

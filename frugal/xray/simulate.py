@@ -86,7 +86,6 @@ from typing import NamedTuple
 import numpy as np
 
 from frugal._special import erfc
-
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.data import Family  # the labelled-family type shared with the other packages
 
