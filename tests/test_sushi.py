@@ -325,7 +325,7 @@ def test_cli_unmix_writes_fits_maps_and_a_panel(models, faint, tmp_path, capsys)
 
     import frugal.iae as iae
     from frugal.xray import read_maps, write_cube
-    from frugal.xray.commands import main
+    from frugal.cli import main
 
     energies = xs.energies(E)
     rng = np.random.default_rng(3)

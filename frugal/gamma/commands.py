@@ -5,8 +5,7 @@ and ``frugal demo gamma``.
 sub-parsers of the ``frugal`` parser; ``add_demo_parser(demo_subparsers)`` adds ``gamma``
 to those of ``frugal demo``. Every handler takes the parsed namespace, returns an exit
 status and raises ``ValueError`` (naming the argument or file) on bad input, which the
-``frugal`` entry point turns into a one-line error and exit status 2. :func:`main` runs these
-commands on their own (``python -m frugal.gamma.commands gamma unmix ...``).
+``frugal`` entry point turns into a one-line error and exit status 2.
 
 The preprocessing a model was trained with (channels dropped, channels summed per bin,
 bins kept, energy axis) is stored in its checkpoint (``info["gamma"]``), so ``gamma unmix``
@@ -28,7 +27,6 @@ __all__ = [
     "add_demo_parser",
     "counting_error_table",
     "demo_gamma",
-    "main",
     "register",
     "train_command",
     "unmix_command",
@@ -130,26 +128,6 @@ def add_demo_parser(demo_subparsers) -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=demo_gamma)
     return d
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone parser with ``gamma`` and ``demo gamma`` (what :func:`main` runs)."""
-    parser = argparse.ArgumentParser(prog="frugal", description="frugal gamma-ray commands")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    demo = sub.add_parser("demo", help="end-to-end demonstrations on built-in data")
-    add_demo_parser(demo.add_subparsers(dest="demo", required=True))
-    return parser
-
-
-def main(argv=None) -> int:
-    """Run ``gamma ...`` / ``demo gamma`` and turn argument errors into exit status 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"frugal: error: {err}", file=sys.stderr)
-        return 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -708,6 +686,3 @@ def demo_gamma(args) -> int:
           f"{out / 'summary.json'}")
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -56,6 +56,14 @@ def run_batched(
         split = NamedSharding(mesh, PartitionSpec("batch"))
         replicated = NamedSharding(mesh, PartitionSpec())
         shared = jax.device_put(tuple(shared), replicated)
+        # Each device solves its own share with its own loops: under plain sharding the
+        # batched while-loops would agree on "every problem done" across devices at each
+        # iteration (a collective per iteration, which can stall host-device meshes).
+        n_shared = len(shared)
+        fn = jax.jit(jax.shard_map(
+            fn, mesh=mesh, in_specs=(PartitionSpec(),) * n_shared + (PartitionSpec("batch"),) * len(batched),
+            out_specs=PartitionSpec("batch"), check_vma=False,
+        ))
     else:
         shared = jax.device_put(tuple(shared), devs[0])
     outs = []

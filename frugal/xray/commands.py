@@ -5,8 +5,7 @@
 sub-parsers of the ``frugal`` parser; ``add_demo_parser(demo_subparsers)`` adds ``xray`` to
 those of ``frugal demo``. Every handler takes the parsed namespace, returns an exit status
 and raises ``ValueError`` (naming the argument or file) on bad input, which the ``frugal``
-entry point turns into a one-line error and exit status 2. :func:`main` runs these commands
-on their own (``python -m frugal.xray.commands xray unmix ...``).
+entry point turns into a one-line error and exit status 2.
 
 ``xray train`` stores with the IAE checkpoint (``info["xray"]``) the component's name, the
 channel energies and the latent -> physical-parameter map learnt on the labelled spectra,
@@ -19,7 +18,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +28,6 @@ __all__ = [
     "add_demo_parser",
     "builtin_family",
     "demo_xray",
-    "main",
     "map_errors",
     "register",
     "train_command",
@@ -149,26 +146,6 @@ def add_demo_parser(demo_subparsers) -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=demo_xray)
     return d
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone parser with ``xray`` and ``demo xray`` (what :func:`main` runs)."""
-    parser = argparse.ArgumentParser(prog="frugal", description="frugal X-ray commands")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    demo = sub.add_parser("demo", help="end-to-end demonstrations on built-in data")
-    add_demo_parser(demo.add_subparsers(dest="demo", required=True))
-    return parser
-
-
-def main(argv=None) -> int:
-    """Run ``xray ...`` / ``demo xray`` and turn argument errors into exit status 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"frugal: error: {err}", file=sys.stderr)
-        return 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -490,6 +467,3 @@ def demo_xray(args) -> int:
     print(f"wrote {out / 'xray.png'}, {out / 'summary.json'}")
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
