@@ -1,7 +1,7 @@
 """Build and execute ``02_gamma_unmixing.ipynb`` (run from anywhere: ``python notebooks/build_02_gamma_unmixing.py``).
 
 The notebook is written with nbformat and executed with nbclient so that it carries its
-outputs; it takes two to three minutes on two CPU cores.
+outputs; it takes one to two minutes on two CPU cores.
 """
 
 from pathlib import Path
