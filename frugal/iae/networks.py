@@ -46,6 +46,16 @@ def conv_lengths(n: int, strides: Sequence[int]) -> tuple:
     return tuple(lengths)
 
 
+def _residual_stack(module: nn.Module, x, width: int, depth: int, activation: str):
+    """``h_0 = act(x W + b)``, then ``h_{l+1} = act(h_l W_l + b_l) + r_l h_l`` (inside ``module``'s scope)."""
+    act = ACTIVATIONS[activation]
+    h = act(nn.Dense(width, name="input", parent=module)(x))
+    for layer in range(depth - 1):
+        r = module.param(f"residual_{layer}", nn.initializers.ones, ())
+        h = act(nn.Dense(width, name=f"hidden_{layer}", parent=module)(h)) + r * h
+    return h
+
+
 class DenseEncoder(nn.Module):
     latent_dim: int
     width: int
@@ -54,11 +64,7 @@ class DenseEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        act = ACTIVATIONS[self.activation]
-        h = act(nn.Dense(self.width, name="input")(x.reshape(x.shape[:-2] + (-1,))))
-        for layer in range(self.depth - 1):
-            r = self.param(f"residual_{layer}", nn.initializers.ones, ())
-            h = act(nn.Dense(self.width, name=f"hidden_{layer}")(h)) + r * h
+        h = _residual_stack(self, x.reshape(x.shape[:-2] + (-1,)), self.width, self.depth, self.activation)
         return (nn.Dense(self.latent_dim, name="code")(h),)
 
 
@@ -70,12 +76,8 @@ class DenseDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, codes):
-        act = ACTIVATIONS[self.activation]
         (b,) = codes
-        h = act(nn.Dense(self.width, name="input")(b))
-        for layer in range(self.depth - 1):
-            r = self.param(f"residual_{layer}", nn.initializers.ones, ())
-            h = act(nn.Dense(self.width, name=f"hidden_{layer}")(h)) + r * h
+        h = _residual_stack(self, b, self.width, self.depth, self.activation)
         size = math.prod(self.signal_shape)
         # Zero-initialised output: the untrained model returns the reference spectrum.
         out = nn.Dense(size, kernel_init=nn.initializers.zeros, name="output")(h)
