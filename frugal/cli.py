@@ -7,6 +7,7 @@
 ``frugal gamma unmix``   measured spectra + IAE checkpoints -> counts +- sigma (CSV, JSON, figure).
 ``frugal xray train``    labelled spectra -> IAE checkpoint.
 ``frugal xray unmix``    FITS cube + IAE checkpoints -> FITS maps and a figure.
+``frugal bench``         every solver variant on the same built-in data: convergence, time, accuracy.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     xray_commands.add_demo_parser(demo_sub)
     gamma_commands.register(sub)
     xray_commands.register(sub)
+    from frugal import bench
+
+    bench.register(sub)
     return parser
 
 

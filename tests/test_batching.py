@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,40 @@ def test_chunks_and_padding_equal_one_batch():
     np.testing.assert_allclose(whole[0], 2 * x + y, rtol=1e-6)
 
 
+class _In(NamedTuple):
+    x: np.ndarray
+    pair: tuple
+
+
+class _Out(NamedTuple):
+    total: np.ndarray
+    parts: tuple
+
+
+@jax.jit
+def _tree_fn(scale, offsets, inp, extra):
+    """Shared (scale, a dict of offsets), batched (a NamedTuple with a nested tuple, an array)."""
+    return _Out(scale * jnp.sum(inp.x, -1) + offsets["b"], (inp.pair[0] * extra, inp.pair[1] + offsets["a"]))
+
+
+def test_pytrees_in_and_out_chunked_equal_whole():
+    rng = np.random.default_rng(1)
+    inp = _In(rng.normal(size=(7, 3)), (rng.normal(size=(7, 2, 2)), np.arange(7, dtype=np.int32)))
+    extra = rng.normal(size=(7, 1, 1))
+    shared = (3.0, {"a": np.int32(5), "b": np.float32(-1.0)})
+    whole = run_batched(_tree_fn, (inp, extra), shared, chunk_size=100)
+    chunked = run_batched(_tree_fn, (inp, extra), shared, chunk_size=3)  # 3 + 3 + 1 (padded) rows
+    for out in (whole, chunked):
+        assert isinstance(out, _Out) and isinstance(out.total, np.ndarray)
+        assert out.total.shape == (7,) and out.parts[0].shape == (7, 2, 2) and out.parts[1].dtype == np.int32
+    for a, b in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(chunked)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(whole.total, 3.0 * inp.x.sum(-1) - 1.0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(whole.parts[1], np.arange(7) + 5)
+    with pytest.raises(ValueError, match="same leading batch axis"):
+        run_batched(_tree_fn, (inp, extra[:5]), shared)
+
+
 def test_bad_devices_argument():
     with pytest.raises(ValueError, match="devices must be between 1"):
         resolve_devices(len(jax.local_devices()) + 1)
@@ -39,6 +74,7 @@ SCRIPT = textwrap.dedent(
     """
     import numpy as np, jax
     import frugal.iae as iae
+    from frugal.solvers.batching import resolve_devices
     from frugal.data import line_family, split
     from frugal.gamma import unmix
     assert len(jax.devices()) == 4, jax.devices()
@@ -47,7 +83,8 @@ SCRIPT = textwrap.dedent(
     sig = model.decode(np.array([[0.3, 0.7]], np.float32))[0]
     bkg = np.linspace(2, 1, 48); bkg /= bkg.sum()
     y = np.random.default_rng(0).poisson(1e4 * bkg + 2e4 * sig / sig.sum(), size=(10, 48))
-    sharded = unmix(y, model, background=bkg)                  # all 4 devices
+    assert resolve_devices() == jax.devices()[:1]              # host devices only when asked for
+    sharded = unmix(y, model, background=bkg, devices=4)
     single = unmix(y, model, background=bkg, devices=1)
     chunked = unmix(y, model, background=bkg, devices=2, chunk_size=4)
     for other in (single, chunked):
@@ -64,3 +101,50 @@ def test_sharded_unmix_equals_unsharded_on_four_host_devices():
     res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "SHARDED-OK" in res.stdout
+
+
+SUSHI_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, jax, jax.numpy as jnp
+    from frugal.iae import model as M
+    from frugal.xray import sushi
+    assert len(jax.devices()) == 4, jax.devices()
+    # A tiny random decoder (no training: only the batching is tested), one component,
+    # 4 cubes of 8 x 8 pixels and 12 channels, started near the truth (no grid search:
+    # two programs per device layout, not three).
+    E, H, W = 12, 8, 8
+    cfg = M.IAEConfig(n_channels=E, n_anchors=2, latent_dim=3, width=8, depth=1, activation="tanh")
+    enc, dec = cfg.networks()
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    ref = jnp.full((1, E), 1.0 / E)
+    omega = jax.random.normal(k3, (2, 3))
+    state = M.IAEState({"encoder": enc.init(k1, ref[None]), "decoder": dec.init(k2, (omega,))}, ref,
+                       jnp.repeat(ref[None], 2, 0), (omega,), jnp.full(2, -0.5), jnp.full(2, 1.5))
+    model = M.IAEModel(cfg, state, {})
+    rng = np.random.default_rng(0)
+    w = rng.uniform(0.2, 0.8, (4, 1, H, W))
+    lam = np.concatenate([1 - w, w], 1).astype(np.float32)
+    x = np.maximum(np.asarray(model.decode(lam.transpose(0, 2, 3, 1).reshape(-1, 2))), 0)
+    amp = rng.uniform(100, 400, (4, 1, H, W)).astype(np.float32)
+    cubes = rng.poisson(amp * (x / x.sum(-1, keepdims=True)).reshape(4, H, W, E).transpose(0, 3, 1, 2))
+    kw = dict(init=(amp, [np.clip(lam + 0.05, 0, 1)]), max_iter=5, tol=0.0)
+    sharded = sushi(cubes, model, devices=4, **kw)            # one cube per device
+    single = sushi(cubes, model, devices=1, **kw)
+    chunked = sushi(cubes, model, devices=2, chunk_size=2, **kw)
+    assert sharded.amplitude.shape == (4, 1, H, W) and np.all(sharded.n_iter >= 1)
+    for other in (single, chunked):
+        np.testing.assert_allclose(sharded.amplitude, other.amplitude, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(sharded.latent[0], other.latent[0], atol=1e-5)
+        np.testing.assert_allclose(sharded.objective, other.objective, rtol=1e-5)
+        np.testing.assert_array_equal(sharded.n_iter, other.n_iter)
+        np.testing.assert_allclose(sharded.thresholds[0], other.thresholds[0], rtol=1e-5)
+    print("SUSHI-SHARDED-OK")
+    """
+)
+
+
+def test_sharded_sushi_equals_unsharded_on_four_host_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", SUSHI_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "SUSHI-SHARDED-OK" in res.stdout

@@ -181,3 +181,51 @@ def test_bcd_variants_reach_the_same_optimum(sources, draws, variant):
     # Same deviance as the default solver (a chi-square-like scale: 0.05 is negligible).
     np.testing.assert_allclose(out.loss, res.loss[:3], atol=0.05)
     np.testing.assert_allclose(out.counts, res.counts[:3], rtol=2e-3)
+
+
+def test_trace_starts_at_the_start_and_ends_at_the_estimate(sources, tmp_path):
+    """The recorded deviance is non-increasing and its last value is the reported loss;
+    a memory-mapped integer batch gives the results of the same counts in memory."""
+    model, background, _, _ = sources
+    mu, _ = mixture(model, background, TRUE_LAM, TRUE_A)
+    y = np.random.default_rng(3).poisson(mu, size=(6, M)).astype(np.int32)
+    for solver in ("newton", "bcd"):
+        res = unmix(y, model, background=background, solver=solver, max_iter=40, return_trace=True)
+        assert res.trace.shape == (6, 41)
+        for tr, n, loss, yi in zip(res.trace, res.n_iter, res.loss, y):
+            run = tr[: n + 1]
+            assert np.all(np.isfinite(run)) and np.all(np.isnan(tr[n + 1:])), solver
+            # Up to float32 rounding of a sum of y log(y / mu) terms: a few ulps of sum(y).
+            assert np.all(np.diff(run) <= 4 * np.finfo(np.float32).eps * yi.sum()), (solver, run)
+            np.testing.assert_allclose(run[-1], loss, rtol=1e-5, err_msg=solver)
+        assert run[0] > run[-1]  # it starts away from the optimum
+    path = tmp_path / "counts.u16"
+    mm = np.memmap(path, dtype=np.uint16, mode="w+", shape=y.shape)
+    mm[:] = y
+    mm.flush()
+    mapped = unmix(np.memmap(path, dtype=np.uint16, mode="r", shape=y.shape), model, background=background,
+                   chunk_size=4)
+    whole = unmix(y.astype(np.float32), model, background=background)
+    np.testing.assert_allclose(mapped.counts, whole.counts, rtol=1e-5)
+    assert mapped.trace is None and whole.trace is None
+
+
+def test_float64_when_x64_is_on(sources):
+    import jax
+
+    model, background, _, _ = sources
+    mu, _ = mixture(model, background, TRUE_LAM, TRUE_A)
+    y = np.random.default_rng(4).poisson(mu, size=(2, M))
+    single = unmix(y, model, background=background)
+    with jax.enable_x64(True):
+        double = unmix(y, model, background=background)
+    assert single.counts.dtype == np.float32 and double.counts.dtype == np.float64
+    # The same optimum, found to the precision of each type: evaluated in float64, the
+    # float64 estimate is at least as good.
+    np.testing.assert_allclose(double.counts, single.counts, rtol=1e-3)
+
+    def deviance(res):
+        mu = np.einsum("bmk,bk->bm", res.signatures.astype(np.float64), res.counts.astype(np.float64))
+        return 2 * np.sum(mu - y + np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0), -1)
+
+    assert np.all(deviance(double) <= deviance(single) + 1e-6 * y.sum(-1))

@@ -76,6 +76,14 @@ def faint(models, truth):
     return cube, pixels, sushi(cube, models, init=pixels)
 
 
+@pytest.fixture(scope="module")
+def exposed(models, truth):
+    """A well-exposed Poisson draw of the cube (~300-700 counts per pixel) and its default
+    per-pixel fit."""
+    cube = np.random.default_rng(2).poisson(truth[2]).astype(np.float32)
+    return cube, fit_pixels(cube, models)
+
+
 def rms(a, b):
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
@@ -108,6 +116,78 @@ def test_objective_trace_is_non_increasing(noiseless, faint):
         assert np.all(np.diff(trace) <= 1e-6 * np.abs(trace[:-1]) + 1e-3), np.diff(trace).max()
     # the regularised objective really is minimised, not merely kept
     assert reg.objective[-1] < reg.objective[0] - 1.0 and reg.converged
+
+
+# --------------------------------------------------------------------------- solver variants
+
+
+def _assert_monotone(trace):
+    assert len(trace) >= 2 and np.all(np.isfinite(trace))
+    assert np.all(np.diff(trace) <= 1e-6 * np.abs(trace[:-1]) + 1e-3), np.diff(trace).max()
+
+
+@pytest.mark.parametrize("outer, amp_step", [("joint", "multiplicative"), ("gauss-seidel", "newton"),
+                                             ("gauss-seidel", "multiplicative"), ("ipalm", "newton"),
+                                             ("ipalm", "multiplicative")])
+def test_solver_variants_reach_the_default_objective(models, exposed, faint, outer, amp_step):
+    """Every variant (the default, joint / newton, is the fixtures') decreases the objective
+    monotonically and reaches the default's: the per-pixel problems are the same, and SUSHI
+    started from the same per-pixel fit has the same thresholds, hence the same objective.
+    One compiled program per variant serves both runs."""
+    cube, default = exposed
+    pixels = fit_pixels(cube, models, outer=outer, amp_step=amp_step)
+    faint_cube, faint_pixels, faint_default = faint
+    reg = sushi(faint_cube, models, init=faint_pixels, outer=outer, amp_step=amp_step)
+    for res in (pixels, reg):
+        _assert_monotone(res.objective)
+        assert res.converged
+    # float32 sums of ~3000 per-pixel terms and the stopping rule (tol 1e-5): ~3e-4 apart
+    assert abs(pixels.objective[-1] - default.objective[-1]) <= 1e-3 * default.objective[-1]
+    for a, b in zip(reg.thresholds, faint_default.thresholds):
+        np.testing.assert_array_equal(a, b)
+    assert abs(reg.objective[-1] - faint_default.objective[-1]) <= 3e-3 * faint_default.objective[-1]
+    assert reg.objective[-1] < reg.objective[0] - 1.0
+
+
+@pytest.mark.parametrize("loss", ["poisson", "gaussian"])
+def test_multiplicative_amplitude_sweeps_reach_the_newton_optimum(loss):
+    """With the spectra fixed the amplitude problem is convex: the EM (Poisson) or weighted
+    least-squares multiplicative updates decrease every pixel's data term and reach the
+    optimum of the Newton sweeps, a zero start included (the restart)."""
+    from frugal.xray.sushi import _amplitude_sweep, _Data, _pixel_loss, _Spec, _State, _mixture
+
+    rng = np.random.default_rng(4)
+    n_pix, n_chan = 50, E
+    spectra = rng.gamma(2.0, size=(2, n_pix, n_chan)).astype(np.float32)
+    spectra /= spectra.sum(-1, keepdims=True)
+    s_true = rng.uniform(50, 500, (2, n_pix)).astype(np.float32)
+    s_true[1, :10] = 0.0  # the optimum of some pixels is on the boundary
+    bkg = np.full((n_pix, n_chan), 0.5, np.float32)
+    y = rng.poisson(bkg + np.einsum("ca,cae->ae", s_true, spectra)).astype(np.float32)
+    data = _Data(jnp.asarray(y), jnp.asarray(bkg), jnp.asarray(1.0 / np.maximum(y, 1.0)),
+                 jnp.ones(n_pix, jnp.float32), jnp.arange(n_pix, dtype=jnp.int32))
+    s0 = np.full((2, n_pix), 100.0, np.float32)
+    s0[0, :5] = 0.0
+    state = _State((), jnp.asarray(s0), jnp.asarray(spectra), jnp.zeros(n_pix), jnp.zeros((), jnp.int32))
+
+    def run(amp_step, n):
+        spec = _Spec(configs=(None, None), shape=(1, n_pix), loss=loss, n_scales=1, trace_len=1, tol=0.0,
+                     amp_steps=1, amp_step=amp_step)
+        sweep = _amplitude_sweep(spec)
+
+        def body(st, _):
+            st = sweep(st, data)
+            return st, _pixel_loss(loss, data, _mixture(data, st.s, st.spectra))
+
+        return jax.jit(lambda st: jax.lax.scan(body, st, None, length=n))(state)
+
+    (em, em_trace), (_, newton_trace) = run("multiplicative", 2000), run("newton", 200)
+    ell0 = _pixel_loss(loss, data, _mixture(data, state.s, state.spectra))
+    em_trace = np.concatenate([np.asarray(ell0)[None], np.asarray(em_trace)])
+    assert np.all(np.diff(em_trace, axis=0) <= 1e-6 * np.abs(em_trace[:-1]) + 1e-4)
+    best = np.asarray(newton_trace[-1])
+    np.testing.assert_allclose(em_trace[-1], best, rtol=2e-4, atol=2e-3)
+    assert np.all(np.asarray(em.s)[0, :5] > 0)  # restarted from 0
 
 
 # --------------------------------------------------------------------------- one step, independently
@@ -298,6 +378,16 @@ def test_bad_inputs_raise(models, truth):
         sushi(cube, ["thermal"])
     with pytest.raises(ValueError, match="names must have one entry"):
         sushi(cube, models, names=("thermal",))
+    with pytest.raises(ValueError, match="outer must be one of 'joint', 'gauss-seidel', 'ipalm'"):
+        sushi(cube, models, outer="palm")
+    with pytest.raises(ValueError, match="amp_step must be one of 'newton', 'multiplicative'"):
+        fit_pixels(cube, models, amp_step="em")
+    with pytest.raises(ValueError, match="amp_steps must be >= 1"):
+        fit_pixels(cube, models, outer="gauss-seidel", amp_steps=0)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        sushi(cube, models, chunk_size=0)
+    with pytest.raises(ValueError, match="devices must be"):
+        fit_pixels(cube, models, devices="gpu")
 
 
 def test_parameter_map_checks(models):

@@ -8,9 +8,11 @@ plots     figures of families (matplotlib imported lazily)
 semsun    ``unmix``: SEMSUN Poisson unmixing with signatures on IAE manifolds
 baselines ``fixed`` / ``oracle`` (counts only) and ``nmf`` with the same call shape
 differentiable ``unmix_function``: SEMSUN as a pure function with implicit/unrolled gradients
+resolution the detector's energy resolution in JAX (differentiable), to fit it through SEMSUN
 """
 
 from frugal.gamma.baselines import fixed, nmf, oracle
+from frugal.gamma import resolution
 from frugal.gamma.differentiable import unmix_function
 from frugal.gamma.semsun import UnmixResult, unmix
 
@@ -65,6 +67,7 @@ __all__ = [
     "read_background",
     "read_family",
     "read_spectrum",
+    "resolution",
     "signature",
     "transmission",
     "unmix",

@@ -20,11 +20,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
+    "BuiltinProblem",
     "add_demo_parser",
+    "builtin_problem",
     "counting_error_table",
     "demo_gamma",
     "register",
@@ -594,11 +597,57 @@ def unmix_command(args) -> int:
 DEMO_SOURCES = {"background": 0.4, "Co60": 0.25, "Cs137": 0.2, "Ba133": 0.15}
 
 
+class BuiltinProblem(NamedTuple):
+    """The built-in simulated gamma problem of ``demo gamma`` and ``bench``."""
+
+    model: object  # the joint IAEModel
+    nuclides: list
+    joint: np.ndarray  # (T, K, 800) unit-sum signatures over the thickness grid
+    thickness: np.ndarray  # (T,) mm
+    split: object  # anchors / train / test indices into the grid
+    background: np.ndarray  # (800,)
+    energies: np.ndarray  # (800,) keV
+    edges: np.ndarray
+    train_time_s: float
+
+    def mixtures(self, thickness_mm: float, counts: float, draws: int, seed: int):
+        """Poisson draws of the demo mixture at a steel thickness: ``(y, a_true, true signatures)``."""
+        from frugal.gamma import simulate
+
+        true_sig = np.stack([simulate.signature(n, thickness_mm, edges=self.edges) for n in self.nuclides])
+        a_true = counts * np.array(list(DEMO_SOURCES.values()))
+        rows = np.concatenate([self.background[None], true_sig])
+        return simulate.mixture(rows, a_true, seed=seed, n_draws=draws), a_true, true_sig
+
+
+def builtin_problem(*, epochs: int = 600, seed: int = 0, progress: bool = True) -> BuiltinProblem:
+    """Simulate the demo's radionuclides behind 0.001-30 mm of steel and train their joint IAE."""
+    import frugal.iae as iae
+    from frugal.data import Family, split
+    from frugal.gamma import simulate
+
+    t_start = time.perf_counter()
+    nuclides = [n for n in DEMO_SOURCES if n != "background"]
+
+    # A thin anchor, a thick anchor and a regular grid between them: what a handful of Monte
+    # Carlo runs would give; the mixtures' thickness is in none of them.
+    thickness = np.concatenate([[0.001], np.linspace(0.75, 30.0, 40)])
+    edges = simulate.bin_edges(800)
+    joint = np.stack([simulate.signature(n, thickness, edges=edges) for n in nuclides], axis=1).astype(np.float32)
+    bkg = simulate.background(edges)
+    energies = simulate.bin_centres(edges)
+    s = split(Family(None, thickness[:, None], ("thickness_mm",), None), test_fraction=0.25, seed=seed)
+    print(f"simulated {len(nuclides)} radionuclides x {thickness.size} steel thicknesses (0.001-30 mm), "
+          f"800 bins 18-1618 keV in {time.perf_counter() - t_start:.1f} s")
+    t0 = time.perf_counter()
+    model = iae.train(joint[s.train], joint[s.anchors], epochs=epochs, loss="log", seed=seed, progress=progress)
+    return BuiltinProblem(model, nuclides, joint, thickness, s, bkg, energies, edges, time.perf_counter() - t0)
+
+
 def demo_gamma(args) -> int:
     """``frugal demo gamma``: the SEMSUN pipeline on the built-in simulator, end to end."""
     import frugal.iae as iae
-    from frugal.data import Family, split
-    from frugal.gamma import baselines, semsun, simulate
+    from frugal.gamma import baselines, semsun
     from frugal.gamma.plots import plot_fit
 
     draws = _positive(args.draws, "--draws")
@@ -610,23 +659,9 @@ def demo_gamma(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    nuclides = [n for n in DEMO_SOURCES if n != "background"]
-
-    # A thin anchor, a thick anchor and a regular grid between them: what a handful of Monte
-    # Carlo runs would give; the mixtures' thickness is in none of them.
-    thickness = np.concatenate([[0.001], np.linspace(0.75, 30.0, 40)])
-    edges = simulate.bin_edges(800)
-    joint = np.stack([simulate.signature(n, thickness, edges=edges) for n in nuclides], axis=1).astype(np.float32)
-    bkg = simulate.background(edges)
-    energies = simulate.bin_centres(edges)
-    s = split(Family(None, thickness[:, None], ("thickness_mm",), None), test_fraction=0.25, seed=args.seed)
-    print(f"simulated {len(nuclides)} radionuclides x {thickness.size} steel thicknesses (0.001-30 mm), "
-          f"800 bins 18-1618 keV in {time.perf_counter() - t_start:.1f} s")
-
-    t0 = time.perf_counter()
-    model = iae.train(joint[s.train], joint[s.anchors], epochs=epochs, loss="log", seed=args.seed,
-                      progress=not args.quiet)
-    t_train = time.perf_counter() - t0
+    problem = builtin_problem(epochs=epochs, seed=args.seed, progress=not args.quiet)
+    model, nuclides, joint, s = problem.model, problem.nuclides, problem.joint, problem.split
+    thickness, bkg, energies, t_train = problem.thickness, problem.background, problem.energies, problem.train_time_s
     test_nmse = iae.nmse_db(model.reconstruct(joint[s.test]), joint[s.test])
     print(f"joint IAE trained in {t_train:.1f} s; test NMSE (dB, median) "
           + ", ".join(f"{n} {v:.1f}" for n, v in zip(nuclides, np.median(test_nmse, 0))))
@@ -634,10 +669,7 @@ def demo_gamma(args) -> int:
     train_t = np.concatenate([thickness[s.anchors], thickness[s.train]])
     curve = _latent_curve(model, train_x, train_t[:, None])
 
-    true_sig = np.stack([simulate.signature(n, args.thickness, edges=edges) for n in nuclides])
-    a_true = args.counts * np.array(list(DEMO_SOURCES.values()))
-    rows = np.concatenate([bkg[None], true_sig])
-    y = simulate.mixture(rows, a_true, seed=args.seed + 1, n_draws=draws)
+    y, a_true, true_sig = problem.mixtures(args.thickness, args.counts, draws, args.seed + 1)
 
     t0 = time.perf_counter()
     results = {

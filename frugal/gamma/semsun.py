@@ -62,6 +62,8 @@ class UnmixResult(NamedTuple):
     loss: Poisson deviance at the estimate (about ``m`` for a correct model).
     n_iter: iterations of the solver; converged: whether its stopping rule fired.
     names: the source names.
+    trace: with ``return_trace=True``, ``(max_iter + 1,)`` deviance at the start and after
+      each iteration (Newton iterations, or outer sweeps of ``"bcd"``), NaN after the stop.
     """
 
     counts: np.ndarray
@@ -73,6 +75,7 @@ class UnmixResult(NamedTuple):
     n_iter: np.ndarray
     converged: np.ndarray
     names: tuple
+    trace: np.ndarray | None = None
 
 
 class _Spec(NamedTuple):
@@ -90,6 +93,7 @@ class _Spec(NamedTuple):
     latent_step: str = "newton"
     outer: str = "gauss-seidel"
     latent_iter: int = 5
+    trace: bool = False
 
 
 #: Inertia of the iPALM outer loop (a constant in [0, 1); Pock & Sabach 2016 allow < 1).
@@ -179,8 +183,9 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper):
     if spec.solver == "newton":
         basis = jax.scipy.linalg.block_diag(jnp.eye(k, dtype=dtype), v_lam)
         res = damped_newton(deviance, jnp.concatenate([a0, lam0]), basis=basis, project=project,
-                            derivatives=fisher_scoring, max_iter=spec.max_iter, xtol=spec.tol, ftol=1e-9)
-        x, n_iter, converged = res.x, res.n_iter, res.converged
+                            derivatives=fisher_scoring, max_iter=spec.max_iter, xtol=spec.tol, ftol=1e-9,
+                            trace=spec.trace)
+        x, n_iter, converged, trace = res.x, res.n_iter, res.converged, res.trace
     else:
         amplitude = amplitude_step(spec.a_step, spec.a_iter)
         latent = latent_step(spec.latent_step, spec.latent_iter)
@@ -223,7 +228,7 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper):
 
         out = block_solve(updates, lambda s, _: deviance(jnp.concatenate(s[:2])), state0, None,
                           max_iter=spec.max_iter, tol=None, stop=lambda o, n, _: rel_change(o, n))
-        x, n_iter, converged = jnp.concatenate(out.state[:2]), out.n_iter, out.converged
+        x, n_iter, converged, trace = jnp.concatenate(out.state[:2]), out.n_iter, out.converged, out.trace
 
     a, lam = x[:k], x[k:]
     mu, jac, rows = _mixture_jacobian(spec, states, fixed_rows, a, lam)
@@ -237,11 +242,14 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper):
     cov_lam = v_lam @ cov[k:, k:] @ v_lam.T
     lam_err = jnp.sqrt(jnp.maximum(jnp.diagonal(cov_lam), 0.0)) if d_tot else lam
     sig = rows.T if spec.want_signatures else jnp.zeros((0,), dtype)
-    return a, stderr, lam, lam_err, sig, poisson_deviance(y, mu), n_iter, converged
+    trace = (jnp.concatenate([deviance(jnp.concatenate([a0, lam0]))[None], trace]) if spec.trace
+             else jnp.zeros((0,), dtype))
+    return a, stderr, lam, lam_err, sig, poisson_deviance(y, mu), n_iter, converged, trace
 
 
 @partial(jax.jit, static_argnums=0)
 def _unmix_batch(spec, states, fixed_rows, lower, upper, y, lam0):
+    y = y.astype(lower.dtype)
     return jax.vmap(lambda yi, li: _unmix_one(spec, states, fixed_rows, yi, li, lower, upper))(y, lam0)
 
 
@@ -249,18 +257,49 @@ def _unmix_batch(spec, states, fixed_rows, lower, upper, y, lam0):
 # Argument handling shared with the baselines
 
 
-def check_counts(counts, name: str = "counts"):
-    """Counts as a float32 ``(B, m)`` array, plus whether a batch was given."""
-    arr = check_array(counts, name, ndim=(1, 2), nonnegative=True, dtype=None)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+def float_dtype():
+    """The working precision: float32, or float64 when ``jax.enable_x64`` is on."""
+    return np.float64 if jax.config.jax_enable_x64 else np.float32
+
+
+#: Spectra validated at a time: a memory-mapped batch of millions is never copied whole.
+_CHECK_ROWS = 1 << 16
+
+
+def check_counts(counts, name: str = "counts", *, convert: bool = True):
+    """Counts as a ``(B, m)`` array (in :func:`float_dtype`, or as given with
+    ``convert=False``), plus whether a batch was given.
+
+    The checks (non-negative, finite, integer) run over blocks of rows, so a large
+    ``np.memmap`` is validated without being loaded or copied whole.
+    """
+    arr = counts if isinstance(counts, np.ndarray) else check_array(counts, name, ndim=(1, 2), dtype=None)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating) and np.any(arr != np.round(arr)):
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{name} must have 1 or 2 dimension(s), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    batched = arr.ndim == 2
+    arr = arr.reshape(1, -1) if not batched else arr
+    floating = np.issubdtype(arr.dtype, np.floating)
+    fractional = False
+    for start in range(0, arr.shape[0], _CHECK_ROWS):
+        block = np.asarray(arr[start : start + _CHECK_ROWS])
+        if floating:
+            finite = np.isfinite(block)
+            if not finite.all():
+                raise ValueError(f"{name} contains {int(block.size - np.count_nonzero(finite))} non-finite "
+                                 "value(s) (NaN or inf)")
+            fractional = fractional or bool(np.any(block != np.round(block)))
+        if np.any(block < 0):
+            raise ValueError(f"{name} must be non-negative, found minimum {block.min():.4g}")
+    if fractional:
         warnings.warn(
             f"{name} are not all integers: the Poisson likelihood is used as a quasi-likelihood",
             UserWarning, stacklevel=3,
         )
-    batched = arr.ndim == 2
-    return np.atleast_2d(arr).astype(np.float32), batched
+    return (arr.astype(float_dtype()) if convert else arr), batched
 
 
 def fixed_signature_rows(background, signatures, m: int):
@@ -290,7 +329,8 @@ def fixed_signature_rows(background, signatures, m: int):
                 raise ValueError(f"signatures[{nm!r}] is all zero")
             rows.append(s / s.sum())
             names.append(str(nm))
-    return (np.stack(rows).astype(np.float32) if rows else np.zeros((0, m), np.float32)), names
+    dtype = float_dtype()
+    return (np.stack(rows).astype(dtype) if rows else np.zeros((0, m), dtype)), names
 
 
 def _as_models(models):
@@ -330,7 +370,7 @@ def latent_setup(models, bounds, latent0):
             start.append(mid / mid.sum())
         else:
             start.append(check_array(latent0[i], f"latent0[{i}]", ndim=(1, 2), shape=(d,)))
-    return (np.concatenate(lower).astype(np.float32), np.concatenate(upper).astype(np.float32), start)
+    return (np.concatenate(lower).astype(float_dtype()), np.concatenate(upper).astype(float_dtype()), start)
 
 
 def unmix(
@@ -353,6 +393,7 @@ def unmix(
     chunk_size: int = 4096,
     devices=None,
     return_signatures: bool = True,
+    return_trace: bool = False,
 ) -> UnmixResult:
     """Unmix gamma-ray spectra into counts per source with signatures on IAE manifolds.
 
@@ -375,6 +416,12 @@ def unmix(
       memory (set it lower for very large models or memory-bound devices).
     devices: ``None`` (all local devices: the batch is sharded over them), a number of
       devices, or a list of ``jax.Device``; see :mod:`frugal.solvers.batching`.
+    return_signatures: also return the ``(m, K)`` signatures at the estimate (leave off
+      for very large batches: they are the bulk of the output).
+    return_trace: also return the deviance after each iteration (``trace``), to study
+      convergence; see ``benchmarks/solvers.py``.
+
+    Computations run in float32, or in float64 when ``jax.enable_x64`` is on.
 
     Returns an :class:`UnmixResult`; counts are ordered background, fixed, IAE sources.
     """
@@ -390,7 +437,8 @@ def unmix(
     a_iter = check_int(a_iter, "a_iter", minimum=1)
     tol = check_float(tol, "tol", minimum=0.0, strict=True)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
-    y, batched = check_counts(counts)
+    # Converted chunk by chunk on the device: a memory-mapped batch is never copied whole.
+    y, batched = check_counts(counts, convert=False)
     b, m = y.shape
     fixed_rows, fixed_names = fixed_signature_rows(background, signatures, m)
     iae_names = []
@@ -409,13 +457,13 @@ def unmix(
         iae_names = names
 
     lower, upper, start = latent_setup(models, bounds, latent0)
-    lam0 = np.concatenate([np.broadcast_to(s, (b, s.shape[-1])) for s in start], axis=-1).astype(np.float32)
+    lam0 = np.concatenate([np.broadcast_to(s, (b, s.shape[-1])) for s in start], axis=-1).astype(float_dtype())
 
     spec = _Spec(tuple(mdl.config for mdl in models), m, len(fixed_rows), solver, max_iter, a_iter, tol,
-                 bool(return_signatures), a_step, latent_step, outer, latent_iter)
+                 bool(return_signatures), a_step, latent_step, outer, latent_iter, bool(return_trace))
     states = tuple(mdl.state for mdl in models)
     solve = partial(_unmix_batch, spec)
-    a, err, lam, lam_err, sig, loss, n_iter, conv = run_batched(
+    a, err, lam, lam_err, sig, loss, n_iter, conv, trace = run_batched(
         solve, (y, lam0), (states, jnp.asarray(fixed_rows), jnp.asarray(lower), jnp.asarray(upper)),
         chunk_size=chunk_size, devices=devices,
     )
@@ -423,10 +471,12 @@ def unmix(
     latent = tuple(np.split(lam, splits, axis=-1))
     latent_err = tuple(np.split(lam_err, splits, axis=-1))
     signatures_out = sig if return_signatures else None
+    trace = trace if return_trace else None
     if not batched:
         a, err, loss, n_iter, conv = a[0], err[0], loss[0], n_iter[0], conv[0]
+        trace = None if trace is None else trace[0]
         latent = tuple(x[0] for x in latent)
         latent_err = tuple(x[0] for x in latent_err)
         signatures_out = None if signatures_out is None else signatures_out[0]
     return UnmixResult(a, err, latent, latent_err, signatures_out, loss, n_iter, conv,
-                       tuple(fixed_names + iae_names))
+                       tuple(fixed_names + iae_names), trace)

@@ -875,6 +875,20 @@ def family(
 _BKG_CONTINUUM = {"share": 6.0, "index": 1.6, "cut_kev": 60.0}
 
 
+def _background_lines():
+    """Energies (keV) and relative fluxes of the natural background lines (see ``background``)."""
+    energies, weights = [], []
+    for series, members in nd.BACKGROUND_SERIES.items():
+        for nuc, branching in members.items():
+            e, p = nd.lines(nuc, min_energy=20.0)
+            energies.append(e)
+            weights.append(nd.BACKGROUND_ACTIVITY[series] * branching * p)
+    e0 = np.concatenate(energies + [np.array([ELECTRON_MASS_KEV])])
+    w = np.concatenate(weights)
+    w = np.concatenate([w, [0.02 * w.sum()]])  # annihilation of cosmic and Tl-208 pair events
+    return e0, w / nd.mass_attenuation(e0, "aluminium")
+
+
 def background(edges=None, detector="NaI", *, normalise: bool = True) -> np.ndarray:
     r"""Natural background spectrum (unit sum over the bins by default).
 
@@ -887,16 +901,7 @@ def background(edges=None, detector="NaI", *, normalise: bool = True) -> np.ndar
     """
     det = _detector(detector)
     edges = _check_edges(edges)
-    energies, weights = [], []
-    for series, members in nd.BACKGROUND_SERIES.items():
-        for nuc, branching in members.items():
-            e, p = nd.lines(nuc, min_energy=20.0)
-            energies.append(e)
-            weights.append(nd.BACKGROUND_ACTIVITY[series] * branching * p)
-    e0 = np.concatenate(energies + [np.array([ELECTRON_MASS_KEV])])
-    w = np.concatenate(weights)
-    w = np.concatenate([w, [0.02 * w.sum()]])  # annihilation of cosmic and Tl-208 pair events
-    w = w / nd.mass_attenuation(e0, "aluminium")
+    e0, w = _background_lines()
     top = max(float(np.max(e0)), float(edges[-1])) + 8 * float(_sigma(edges[-1], det)) + 4 * _GRID_KEV
     n_cells = int(np.ceil(top / _GRID_KEV))
     sm = _smearing(det, edges.tobytes(), n_cells)

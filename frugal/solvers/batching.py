@@ -7,22 +7,39 @@ devices (``jax.sharding``), so one call uses every local GPU/TPU (or the host de
 by ``XLA_FLAGS=--xla_force_host_platform_device_count=N``). With several hosts, call
 ``jax.distributed.initialize()`` first on each host and pass ``devices=jax.local_devices()``
 with each host's share of the batch: chunks are placed on local devices only.
+
+Inputs and outputs are pytrees (arrays, tuples, NamedTuples...) with a leading batch axis on
+every leaf; the outputs come back with NumPy leaves.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+#: Sharded programs kept (keyed by the function and the devices): repeated calls with the
+#: same function and devices reuse the compiled program instead of tracing a new wrapper.
+_CACHE_SIZE = 32
+_SHARDED: OrderedDict = OrderedDict()
+
 
 def resolve_devices(devices=None) -> list:
-    """``None``: all local devices; an int ``n``: the first ``n``; or an explicit sequence."""
+    """``None``: all local accelerators (one device on a CPU); an int ``n``: the first ``n``
+    local devices; or an explicit sequence of devices.
+
+    On a CPU one device already spreads its work over every core; host devices made with
+    ``--xla_force_host_platform_device_count`` share those cores, and sharding a large batch
+    over them was measured to be much slower than one device: they are used only when asked
+    for.
+    """
     local = jax.local_devices()
     if devices is None:
-        return list(local)
+        return list(local[:1]) if local[0].platform == "cpu" else list(local)
     if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         if not 1 <= devices <= len(local):
             raise ValueError(f"devices must be between 1 and {len(local)} (local devices), got {devices}")
@@ -32,9 +49,49 @@ def resolve_devices(devices=None) -> list:
     raise ValueError(f"devices must be None, a number of devices or a list of jax devices, got {devices!r}")
 
 
+def _fn_key(fn):
+    """A hashable identity of ``fn``: a ``functools.partial`` made afresh at each call (e.g.
+    ``partial(solve, spec)`` with a static ``spec``) is the same program when its function
+    and arguments are equal."""
+    if isinstance(fn, partial):
+        try:
+            key = (_fn_key(fn.func), fn.args, tuple(sorted(fn.keywords.items())))
+            hash(key)
+            return key
+        except TypeError:
+            return fn
+    return fn
+
+
+def _sharded(fn: Callable, devs: list, n_shared: int, n_batched: int):
+    """``fn`` under ``shard_map`` over the 1-D mesh of ``devs`` (axis ``"batch"``), cached."""
+    key = (_fn_key(fn), tuple(devs), n_shared, n_batched)
+    try:
+        hit = _SHARDED.get(key)
+    except TypeError:  # an unhashable function: no caching
+        key, hit = None, None
+    if hit is not None:
+        _SHARDED.move_to_end(key)
+        return hit
+    mesh = Mesh(np.array(devs), ("batch",))
+    # Each device solves its own share with its own loops: under plain sharding the
+    # batched while-loops would agree on "every problem done" across devices at each
+    # iteration (a collective per iteration, which can stall host-device meshes).
+    # A PartitionSpec is a pytree prefix: one spec covers every leaf of an argument.
+    out = jax.jit(jax.shard_map(
+        fn, mesh=mesh, in_specs=(PartitionSpec(),) * n_shared + (PartitionSpec("batch"),) * n_batched,
+        out_specs=PartitionSpec("batch"), check_vma=False,
+    )), mesh
+    if key is not None:
+        _SHARDED[key] = out
+        while len(_SHARDED) > _CACHE_SIZE:
+            _SHARDED.popitem(last=False)
+    return out
+
+
 def run_batched(
     fn: Callable,
-    batched: Sequence[np.ndarray],
+    batched: Sequence,
     shared: Sequence = (),
     *,
     chunk_size: int = 4096,
@@ -42,37 +99,45 @@ def run_batched(
 ):
     """``fn(*shared, *chunk)`` over the leading axis of ``batched``, chunk by chunk.
 
-    ``fn`` must be jitted and map leading batch axes to leading batch axes (a vmapped
-    program); its outputs (a tuple of arrays) are gathered back to NumPy and concatenated.
-    Padding repeats the first row of the chunk (a valid problem), then is dropped.
+    ``batched``: a sequence of pytrees (arrays, tuples or NamedTuples of arrays) with a
+    leading batch axis of one length on every leaf; ``shared``: a sequence of pytrees passed
+    whole to every chunk (replicated on the devices). ``fn`` must be jitted and map leading
+    batch axes to leading batch axes (a vmapped program); its output (a pytree of arrays,
+    e.g. a tuple or a NamedTuple) is gathered back to NumPy and concatenated over the
+    chunks, and returned with the same structure. Padding repeats the first row of the
+    chunk (a valid problem), then is dropped. A batch smaller than the number of devices
+    uses only as many devices as it has rows.
     """
+    # On the host once: chunks are NumPy slices (slicing a device array would compile).
+    batched = jax.tree_util.tree_map(np.asarray, tuple(batched))
+    leaves = jax.tree_util.tree_leaves(batched)
+    if not leaves:
+        raise ValueError("run_batched needs at least one batched array")
+    b = len(leaves[0]) if np.ndim(leaves[0]) else 0
+    if any(np.ndim(x) == 0 or len(x) != b for x in leaves):
+        raise ValueError(f"every batched array must have the same leading batch axis ({b} rows)")
+    if b == 0:
+        raise ValueError("run_batched needs a non-empty batch")
     devs = resolve_devices(devices)
+    devs = devs[: max(1, min(len(devs), b))]
     n_dev = len(devs)
-    b = len(batched[0])
     chunk = min(chunk_size, b)
     chunk = -(-chunk // n_dev) * n_dev  # a multiple of the device count
     if n_dev > 1:
-        mesh = Mesh(np.array(devs), ("batch",))
+        call, mesh = _sharded(fn, devs, len(shared), len(batched))
         split = NamedSharding(mesh, PartitionSpec("batch"))
-        replicated = NamedSharding(mesh, PartitionSpec())
-        shared = jax.device_put(tuple(shared), replicated)
-        # Each device solves its own share with its own loops: under plain sharding the
-        # batched while-loops would agree on "every problem done" across devices at each
-        # iteration (a collective per iteration, which can stall host-device meshes).
-        n_shared = len(shared)
-        fn = jax.jit(jax.shard_map(
-            fn, mesh=mesh, in_specs=(PartitionSpec(),) * n_shared + (PartitionSpec("batch"),) * len(batched),
-            out_specs=PartitionSpec("batch"), check_vma=False,
-        ))
+        shared = jax.device_put(tuple(shared), NamedSharding(mesh, PartitionSpec()))
     else:
+        call, split = fn, devs[0]
         shared = jax.device_put(tuple(shared), devs[0])
     outs = []
     for start in range(0, b, chunk):
-        part = [np.asarray(x[start : start + chunk]) for x in batched]
-        n = len(part[0])
+        part = jax.tree_util.tree_map(lambda x: x[start : start + chunk], batched)
+        n = min(chunk, b - start)
         if n < chunk:  # one shape, one compilation
-            part = [np.concatenate([x, np.repeat(x[:1], chunk - n, 0)]) for x in part]
-        part = jax.device_put(part, split) if n_dev > 1 else jax.device_put(part, devs[0])
-        out = fn(*shared, *part)
-        outs.append([np.asarray(o)[:n] for o in out])
-    return tuple(np.concatenate(parts) for parts in zip(*outs))
+            part = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], chunk - n, 0)]), part)
+        out = call(*shared, *jax.device_put(part, split))
+        outs.append(jax.tree_util.tree_map(lambda o: np.asarray(o)[:n], out))
+    if len(outs) == 1:
+        return outs[0]
+    return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *outs)

@@ -25,12 +25,15 @@ import jax.numpy as jnp
 
 
 class NewtonResult(NamedTuple):
-    """Solution ``x``, objective ``value``, iterations ``n_iter`` and ``converged`` flag."""
+    """Solution ``x``, objective ``value``, iterations ``n_iter`` and ``converged`` flag;
+    with ``trace=True``, ``trace`` holds the objective after each iteration (``(max_iter,)``,
+    NaN beyond ``n_iter``; a refused trial repeats the previous value)."""
 
     x: jax.Array
     value: jax.Array
     n_iter: jax.Array
     converged: jax.Array
+    trace: jax.Array | None = None
 
 
 def sum_to_one_basis(d: int, dtype=jnp.float32):
@@ -49,6 +52,7 @@ def damped_newton(
     max_iter: int = 30,
     xtol: float = 1e-6,
     ftol: float = 1e-10,
+    trace: bool = False,
 ) -> NewtonResult:
     """Minimise ``fun(x)`` from ``x0`` by damped projected Newton steps.
 
@@ -62,6 +66,7 @@ def damped_newton(
     ``max(|x_i|, 1)`` so that large counts and unit-scale weights mix), when it lowers
     the objective by less than ``ftol * (1 + |f|)``, when the damping has grown so large
     that no step can lower the objective (a stationary point), or after ``max_iter``.
+    trace: also record the objective after each iteration (for convergence studies).
     """
     x0 = jnp.asarray(x0)
     dtype = x0.dtype
@@ -107,15 +112,20 @@ def damped_newton(
         moved = jnp.max(jnp.abs(trial - s["x"]) / jnp.maximum(jnp.abs(s["x"]), 1.0))
         small = accept & ((moved < xtol) | (s["f"] - f_trial <= ftol_eff * (1.0 + jnp.abs(s["f"]))))
         stuck = s["nu"] > 1e12
-        return {
+        out = {
             "x": jnp.where(accept, trial, s["x"]),
             "f": f_new, "g": g_new, "e": e_new, "q": q_new, "d": d_new,
             "nu": jnp.where(accept, jnp.maximum(s["nu"] * 0.3, 1e-9), s["nu"] * 10.0),
             "i": s["i"] + 1,
             "done": small | stuck,
         }
+        if trace:
+            out["trace"] = s["trace"].at[s["i"]].set(f_new)
+        return out
 
     init = {"x": x0, "f": f0, "g": g0, "e": e0, "q": q0, "d": d0, "nu": jnp.asarray(1e-3, dtype), "i": jnp.int32(0),
             "done": jnp.array(False)}
+    if trace:
+        init["trace"] = jnp.full((max_iter,), jnp.nan, f0.dtype)
     out = jax.lax.while_loop(cond, body, init)
-    return NewtonResult(out["x"], out["f"], out["i"], out["done"])
+    return NewtonResult(out["x"], out["f"], out["i"], out["done"], out.get("trace"))

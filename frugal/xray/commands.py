@@ -186,6 +186,20 @@ def train_family(family, name: str, *, epochs: int = 500, width: int = 64, depth
     return model, pmap
 
 
+def builtin_models(*, epochs: int = 500, seed: int = 0, progress: bool = True):
+    """The thermal and synchrotron IAEs of the built-in toy families and their parameter maps."""
+    models, pmaps = [], []
+    for name in ("thermal", "synchrotron"):
+        family, sz = builtin_family(name, seed=seed), BUILTIN[name]
+        model, pmap = train_family(family, name, epochs=epochs, width=sz["width"], depth=sz["depth"],
+                                   latent_dim=sz["latent_dim"], log=sz["log"], seed=seed, progress=progress)
+        models.append(model)
+        pmaps.append(pmap)
+        res = ", ".join(f"{n} {pmap.residual[n]:.2g}" for n in pmap.names)
+        print(f"trained {name} IAE ({model.n_anchors} anchors); parameter map RMS residual: {res}")
+    return models, pmaps
+
+
 def _load_family(args):
     from frugal.data import Family
 
@@ -430,16 +444,7 @@ def demo_xray(args) -> int:
           f"({cube.counts[:, cube.mask].sum(0).mean():.0f} counts per remnant pixel)")
 
     t0 = time.perf_counter()
-    models, pmaps = [], []
-    for name in ("thermal", "synchrotron"):
-        family, sz = builtin_family(name, seed=args.seed), BUILTIN[name]
-        model, pmap = train_family(family, name, epochs=args.epochs, width=sz["width"], depth=sz["depth"],
-                                   latent_dim=sz["latent_dim"], log=sz["log"], seed=args.seed,
-                                   progress=not args.quiet)
-        models.append(model)
-        pmaps.append(pmap)
-        res = ", ".join(f"{n} {pmap.residual[n]:.2g}" for n in pmap.names)
-        print(f"trained {name} IAE ({model.n_anchors} anchors); parameter map RMS residual: {res}")
+    models, pmaps = builtin_models(epochs=args.epochs, seed=args.seed, progress=not args.quiet)
     t_train = time.perf_counter() - t0
 
     names = cube.component_names

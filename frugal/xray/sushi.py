@@ -79,6 +79,42 @@ Each sweep:
 
 The loop stops when the relative decrease of ``F`` falls below ``tol``.
 
+Variants (``outer=``, ``amp_step=``; one compiled program per combination)
+--------------------------------------------------------------------------
+``outer="joint"`` (the default) is the loop above. ``outer="gauss-seidel"`` is the order
+of the published PALM: the data step moves only the latent coordinates, with the amplitudes
+held fixed (the Levenberg-Marquardt step in the latent block of ``M``, the amplitude /
+latent coupling blocks zeroed), then the prox and the safeguard, then the ``amp_steps``
+amplitude sweeps (at least one: they alone move the amplitudes). ``outer="ipalm"`` is
+inertial PALM (Pock & Sabach, SIAM J. Imaging Sci. 9 (2016) 1756): each sweep's joint
+data step starts from :math:`y = P(x_k + \beta (x_k - x_{k-1}))` on ``(s, t)`` (``P`` the
+projection on the feasible set, :math:`\beta` = ``IPALM_BETA``); a pixel whose data term
+would increase at ``y`` keeps :math:`x_k`, and ``y`` is dropped altogether if it
+increases ``F``, so the trace stays non-increasing (one more decoding per sweep).
+
+``amp_step="newton"`` (the default) is step 4 above; ``amp_step="multiplicative"``
+replaces it by the EM (Richardson-Lucy) update of each amplitude with the spectra fixed,
+:math:`s_c \leftarrow s_c \sum_e S_c[e]\, y[e] / \mu[e]` (``S_c`` has unit sum; the
+other components and the background act as known counts), or, for the Gaussian loss, the
+multiplicative update of weighted least squares
+:math:`s_c \leftarrow s_c \sum_e S_c y / v \,/\, \sum_e S_c \mu / v`. Both cannot
+increase the data term (majorisation); the per-pixel safeguard stays, and a zero
+amplitude restarts from a small value (``MULT_RESTART``) which the safeguard refuses where
+0 is better. They converge more slowly than the Newton steps (more sweeps to the same
+``tol``) but need no curvature.
+
+All variants minimise the same ``F``: from the same start and thresholds they reach the
+same objective up to the stopping rule and the local minima of the non-convex problem.
+
+Batches of cubes (``devices=``, ``chunk_size=``)
+------------------------------------------------
+A batch ``(B, E, H, W)`` is solved by vmapped programs, run through
+:func:`frugal.solvers.batching.run_batched`: chunks of ``chunk_size`` cubes, each chunk split
+over the local devices (a 1-D mesh over the cubes, each device running its own loops, no
+communication). A single cube runs on one device. With several hosts, call
+``jax.distributed.initialize()`` and give each host its own cubes with
+``devices=jax.local_devices()``.
+
 Initialisation (:func:`fit_pixels`, and SUSHI without ``init``): a grid search per pixel
 over a few candidate weights of each component (the anchors' simplex at step 1/4 to 1/8)
 with amplitudes by weighted non-negative least squares, then the loop above without
@@ -110,6 +146,7 @@ from frugal.iae import model as M
 from frugal.ops.losses import TINY
 from frugal.ops.proxes import project_box_section
 from frugal.ops.starlet import starlet_inverse, starlet_l1_prox, starlet_transform
+from frugal.solvers.batching import resolve_devices, run_batched
 from frugal.solvers.block import block_solve, repeat
 from frugal.solvers.gradient import projected_newton_diag
 from frugal.solvers.newton import sum_to_one_basis
@@ -137,6 +174,17 @@ MAX_BACKTRACK = 6
 GRID_RESOLUTION = {2: 8, 3: 5, 4: 4, 5: 3}
 #: Active pixels are padded to a multiple of this: cubes of one size share one program.
 PIXEL_BUCKET = 256
+#: Outer loops (``outer=``; module doc, "Variants").
+OUTER_LOOPS = ("joint", "gauss-seidel", "ipalm")
+#: Amplitude sweeps (``amp_step=``; module doc, "Variants").
+AMPLITUDE_STEPS = ("newton", "multiplicative")
+#: Inertia of ``outer="ipalm"``: each sweep starts from ``x_k + beta (x_k - x_{k-1})``
+#: (inertial PALM, Pock & Sabach, SIAM J. Imaging Sci. 9 (2016) 1756; a constant in [0, 1)).
+IPALM_BETA = 0.3
+#: Start of a multiplicative amplitude update from a zero amplitude, relative to the pixel's
+#: counts (the multiplicative update cannot leave 0; the safeguard refuses the restart where
+#: 0 is the better value).
+MULT_RESTART = 1e-3
 
 
 class SushiResult(NamedTuple):
@@ -182,6 +230,8 @@ class _Spec(NamedTuple):
     trace_len: int  # static length of the objective trace, >= any iteration limit
     tol: float
     amp_steps: int
+    outer: str = "joint"
+    amp_step: str = "newton"
 
 
 class _Control(NamedTuple):
@@ -215,6 +265,7 @@ class _State(NamedTuple):
     spectra: jax.Array  # (C, A, E) unit-sum spectra at t (cached: the objective needs no decoding)
     nu: jax.Array  # (A,) Levenberg-Marquardt damping
     it: jax.Array  # sweeps done
+    prev: tuple = ()  # outer="ipalm": (t, s) of the previous sweep; () otherwise
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,10 +367,12 @@ def _spectra_jacobian(config, models: _Models, c: int, t_rows):
     return jnp.stack(cols, axis=-1)
 
 
-def _joint_metric(spec: _Spec, models: _Models, data: _Data, state: _State):
+def _joint_metric(spec: _Spec, models: _Models, data: _Data, state: _State, latent_only: bool = False):
     """Per active pixel, in ``z = (s_1..s_C, t_1..t_C)``: model ``mu`` ``(A, E)``, gradient
     ``g`` ``(A, n)``, the inverse ``(A, n, n)`` and the diagonal ``(A, n)`` of the damped
-    Gauss-Newton curvature ``M = F + nu diag(F)``, ``F = J^T diag(w) J``."""
+    Gauss-Newton curvature ``M = F + nu diag(F)``, ``F = J^T diag(w) J``. ``latent_only``:
+    the amplitude / latent coupling blocks of ``M`` are zeroed (the metric of a step on ``t``
+    with ``s`` fixed, ``outer="gauss-seidel"``); the diagonal is the same."""
     cols = [jnp.transpose(state.spectra, (1, 2, 0))]  # d mu / d s_c = S_c
     for c, config in enumerate(spec.configs):
         d_spec = _spectra_jacobian(config, models, c, state.t[c][:, data.index].T)
@@ -337,6 +390,10 @@ def _joint_metric(spec: _Spec, models: _Models, data: _Data, state: _State):
     scale = jnp.sqrt(jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True)) + TINY)
     n = f.shape[-1]
     m_scaled = f / (scale[:, :, None] * scale[:, None, :]) + state.nu[:, None, None] * jnp.eye(n, dtype=f.dtype)
+    if latent_only:
+        n_comp = len(spec.configs)
+        same_block = (np.arange(n)[:, None] < n_comp) == (np.arange(n)[None, :] < n_comp)
+        m_scaled = jnp.where(same_block, m_scaled, 0.0)
     m_inv = jnp.linalg.inv(m_scaled) / (scale[:, :, None] * scale[:, None, :])
     return mu, g, m_inv, jnp.diagonal(m_scaled, axis1=1, axis2=2) * scale**2
 
@@ -356,7 +413,8 @@ def _scatter_rows(t, data: _Data, delta_rows):
 
 
 def _data_step(spec: _Spec, models: _Models, data: _Data, state: _State):
-    """Joint per-pixel Levenberg-Marquardt step on ``(s, t)`` (module doc, step 1).
+    """Joint per-pixel Levenberg-Marquardt step on ``(s, t)`` (module doc, step 1); with
+    ``outer="gauss-seidel"`` on ``t`` only (``s`` fixed, the latent block of the metric).
 
     A pixel keeps its step if its data term does not increase (and its damping shrinks),
     else keeps its values (and its damping grows): one decoding per sweep whatever the
@@ -364,11 +422,12 @@ def _data_step(spec: _Spec, models: _Models, data: _Data, state: _State):
     curvature (the metric of the prox).
     """
     n_comp = len(spec.configs)
-    mu, g, m_inv, m_diag = _joint_metric(spec, models, data, state)
+    latent_only = spec.outer == "gauss-seidel"
+    mu, g, m_inv, m_diag = _joint_metric(spec, models, data, state, latent_only)
     step = -jnp.einsum("anm,am->an", m_inv, g)
     size = jnp.max(jnp.abs(step[:, n_comp:]), axis=-1, keepdims=True)
     step = step * jnp.minimum(1.0, MAX_STEP / jnp.maximum(size, TINY))
-    s = jnp.maximum(state.s + step[:, :n_comp].T, 0.0)
+    s = state.s if latent_only else jnp.maximum(state.s + step[:, :n_comp].T, 0.0)
     rows = [t[:, data.index].T for t in state.t]
     new_rows = [_project_rows(models, c, r + step[:, sl]) for c, (r, sl) in enumerate(zip(rows, _latent_slices(spec)))]
     spectra = jnp.stack([_spectra_at(cfg, models, c, r) for c, (cfg, r) in enumerate(zip(spec.configs, new_rows))])
@@ -426,13 +485,53 @@ def _prox_step(spec: _Spec, models: _Models, data: _Data, state: _State, half: _
     return jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, state._replace(nu=half.nu))
 
 
+def _newton_amplitude(spec: _Spec, data: _Data, spectra, s, mu):
+    """Trial amplitudes ``(A,)`` of one component: damped projected Newton step."""
+    r, _, observed = _mu_derivatives(spec.loss, data, mu)
+    # The barrier keeps XLA from fusing these sums into the broadcasts below (which
+    # would recompute them for every channel).
+    g, h = jax.lax.optimization_barrier((jnp.sum(spectra * r, -1), jnp.sum(spectra**2 * observed, -1)))
+    if spec.loss == "poisson":
+        damp = 1.0 / (1.0 + jnp.abs(g) / jnp.sqrt(jnp.maximum(h, HESS_FLOOR)))
+    else:  # a quadratic: the full Newton step is exact
+        damp = 1.0
+    return projected_newton_diag(g, h, s, lower=0.0, step=damp, hess_floor=HESS_FLOOR)
+
+
+def _multiplicative_amplitude(spec: _Spec, data: _Data, spectra, s, mu):
+    r"""Trial amplitudes ``(A,)`` of one component: the multiplicative update
+    :math:`s \leftarrow s\, \sum_e S\, y / \mu \,/\, \sum_e S` (Poisson EM / Richardson-Lucy,
+    the other components and the background held as known counts) or, for the Gaussian
+    loss, :math:`s \leftarrow s\, \sum_e S\, y / v \,/\, \sum_e S\, \mu / v` (the weighted
+    least-squares multiplicative update: a gradient step of length
+    :math:`s / \sum_e S \mu / v \le 1 / H`, so it cannot increase the quadratic). A zero
+    amplitude restarts from ``MULT_RESTART`` times the pixel's counts (0 is a fixed point of
+    the update)."""
+    restart = MULT_RESTART * jnp.sum(data.y, -1)
+    s0 = jnp.where(s > 0, s, restart)
+    mu = mu + (s0 - s)[:, None] * spectra
+    if spec.loss == "poisson":
+        num = jnp.sum(spectra * data.y / jnp.maximum(mu, MU_FLOOR), -1)
+        den = jnp.sum(spectra, -1)
+    else:
+        num = jnp.sum(spectra * data.inv_var * data.y, -1)
+        den = jnp.sum(spectra * data.inv_var * mu, -1)
+    num, den = jax.lax.optimization_barrier((num, den))
+    ok = (den > 0) & (data.weight > 0)
+    return jnp.where(ok, s0 * num / jnp.where(ok, den, 1.0), s)
+
+
 def _amplitude_sweep(spec: _Spec):
-    r"""Projected Newton step on each ``s_c`` in turn with the diagonal Hessian
+    r"""One step on each ``s_c`` in turn (Gauss-Seidel over components), the spectra fixed.
+
+    ``amp_step="newton"``: projected Newton step with the diagonal Hessian
     ``H = sum_e S^2 Y / mu^2``, damped by the Newton decrement
     :math:`g / (H (1 + |g| / \sqrt{H}))` (Nesterov): the Poisson NLL is self-concordant in
     ``s_c`` for integer counts, so this step cannot increase it where the full one can
-    (from above the minimum). A pixel whose trial still increases its data term
+    (from above the minimum). ``"multiplicative"``: the EM update
+    (:func:`_multiplicative_amplitude`). A pixel whose trial still increases its data term
     (non-integer counts, rounding) keeps its amplitude. No decoding: the spectra are fixed."""
+    trial_of = _newton_amplitude if spec.amp_step == "newton" else _multiplicative_amplitude
 
     def sweep(state: _State, data: _Data) -> _State:
         mu = _mixture(data, state.s, state.spectra)
@@ -440,15 +539,7 @@ def _amplitude_sweep(spec: _Spec):
         s_all = state.s
         for c in range(len(spec.configs)):
             spectra, s = state.spectra[c], s_all[c]
-            r, _, observed = _mu_derivatives(spec.loss, data, mu)
-            # The barrier keeps XLA from fusing these sums into the broadcasts below (which
-            # would recompute them for every channel).
-            g, h = jax.lax.optimization_barrier((jnp.sum(spectra * r, -1), jnp.sum(spectra**2 * observed, -1)))
-            if spec.loss == "poisson":
-                damp = 1.0 / (1.0 + jnp.abs(g) / jnp.sqrt(jnp.maximum(h, HESS_FLOOR)))
-            else:  # a quadratic: the full Newton step is exact
-                damp = 1.0
-            trial = projected_newton_diag(g, h, s, lower=0.0, step=damp, hess_floor=HESS_FLOOR)
+            trial = trial_of(spec, data, spectra, s, mu)
             mu_trial = mu + (trial - s)[:, None] * spectra
             ell_trial = _pixel_loss(spec.loss, data, mu_trial)
             ok = ell_trial <= ell
@@ -482,7 +573,33 @@ def _thresholds(spec: _Spec, models: _Models, data: _Data, state: _State, k_mad)
 def _start(spec: _Spec, models: _Models, data: _Data, t0, s0) -> _State:
     ts = _project_maps(models, t0)  # a user's start may lie outside the training box
     nu = jnp.full(s0.shape[1:], DAMPING, s0.dtype)
-    return _State(ts, s0 * data.weight, _all_spectra(spec, models, data, ts), nu, jnp.zeros((), jnp.int32))
+    s0 = s0 * data.weight
+    prev = (ts, s0) if spec.outer == "ipalm" else ()
+    return _State(ts, s0, _all_spectra(spec, models, data, ts), nu, jnp.zeros((), jnp.int32), prev)
+
+
+def _extrapolate(spec: _Spec, models: _Models, data: _Data, state: _State, thresholds) -> _State:
+    r"""Start of an iPALM sweep: :math:`y = P(x_k + \beta (x_k - x_{k-1}))` on ``(s, t)``
+    (``P`` the projection on the feasible set), kept in the pixels where it does not
+    increase the data term (the others keep :math:`x_k`), then kept only if ``F`` does not
+    increase (the regulariser couples the pixels): the trace stays monotone. One decoding.
+    The returned state remembers :math:`x_k` as the previous iterate."""
+    t_prev, s_prev = state.prev
+    ty = _project_maps(models, tuple(t + IPALM_BETA * (t - tp) for t, tp in zip(state.t, t_prev)))
+    sy = jnp.maximum(state.s + IPALM_BETA * (state.s - s_prev), 0.0) * data.weight
+    spectra_y = _all_spectra(spec, models, data, ty)
+    ell_x = _pixel_loss(spec.loss, data, _mixture(data, state.s, state.spectra))
+    ell_y = _pixel_loss(spec.loss, data, _mixture(data, sy, spectra_y))
+    ok = ell_y <= ell_x
+    # Pixels (of the maps) that keep x_k; padding entries (weight 0) add False.
+    refused = (~ok & (data.weight > 0)).astype(jnp.int32)
+    keep = jnp.zeros(ty[0].shape[1], jnp.int32).at[data.index].max(refused) > 0
+    y = state._replace(t=tuple(jnp.where(keep, tx, t_y) for tx, t_y in zip(state.t, ty)),
+                       s=jnp.where(ok, sy, state.s),
+                       spectra=jnp.where(ok[None, :, None], spectra_y, state.spectra))
+    better = _objective(spec, data, y, thresholds) <= _objective(spec, data, state, thresholds)
+    start = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), y, state)
+    return start._replace(prev=(state.t, state.s))
 
 
 def _solve(spec: _Spec, models: _Models, data: _Data, t0, s0, thresholds, control: _Control):
@@ -490,6 +607,8 @@ def _solve(spec: _Spec, models: _Models, data: _Data, t0, s0, thresholds, contro
     state = _start(spec, models, data, t0, s0)
 
     def joint_step(st, d):
+        if spec.outer == "ipalm":
+            st = _extrapolate(spec, models, d, st, thresholds)
         half, m_diag = _data_step(spec, models, d, st)
         return jax.lax.cond(control.use_prox, lambda: _prox_step(spec, models, d, st, half, m_diag, thresholds),
                             lambda: half)
@@ -506,13 +625,17 @@ def _solve(spec: _Spec, models: _Models, data: _Data, t0, s0, thresholds, contro
     return res.state, f0, res.trace, res.n_iter
 
 
+# The batched programs take the arguments shared by the cubes first, then the batched ones
+# (``run_batched``'s order).
+
+
 @partial(jax.jit, static_argnums=0)
-def _solve_batch(spec, models, data, t0, s0, thresholds, control):
+def _solve_batch(spec, models, control, data, t0, s0, thresholds):
     return jax.vmap(lambda d, t, s, w: _solve(spec, models, d, t, s, w, control))(data, t0, s0, thresholds)
 
 
 @partial(jax.jit, static_argnums=0)
-def _thresholds_batch(spec, models, data, t, s, k_mad):
+def _thresholds_batch(spec, models, k_mad, data, t, s):
     def one(d, t_, s_):
         return _thresholds(spec, models, d, _start(spec, models, d, t_, s_), k_mad)
 
@@ -565,7 +688,7 @@ def _grid_start(spec: _Spec, models: _Models, data: _Data, grids):
 
 
 @partial(jax.jit, static_argnums=0)
-def _grid_start_batch(spec, models, data, grids):
+def _grid_start_batch(spec, models, grids, data):
     return jax.vmap(lambda d: _grid_start(spec, models, d, grids))(data)
 
 
@@ -688,8 +811,9 @@ def _active_data(y, bkg, mask):
         weight[i, : len(idx)] = 1.0
     rows = np.arange(b)[:, None]
     ya, ba = y_pe[rows, index] * weight[..., None], bkg_pe[rows, index]
-    data = _Data(jnp.asarray(ya, jnp.float32), jnp.asarray(ba, jnp.float32),
-                 jnp.asarray(1.0 / np.maximum(ya, 1.0), jnp.float32), jnp.asarray(weight), jnp.asarray(index))
+    # NumPy arrays: run_batched cuts them into chunks and places them on the devices.
+    data = _Data(ya.astype(np.float32), ba.astype(np.float32), (1.0 / np.maximum(ya, 1.0)).astype(np.float32),
+                 weight, index)
     return data, index, weight
 
 
@@ -760,17 +884,26 @@ def _converged(f0, trace, n_iter, tol):
 
 
 def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init, mask, param_maps, names,
-         amp_steps, regularise, init_iter):
+         amp_steps, regularise, init_iter, outer, amp_step, devices, chunk_size):
     models = _as_models(models)
     y, batched = _check_cube(cube, models[0].config.n_channels)
     b, e, h, w = y.shape
     check_choice(loss, "loss", ("poisson", "gaussian"))
+    check_choice(outer, "outer", OUTER_LOOPS)
+    check_choice(amp_step, "amp_step", AMPLITUDE_STEPS)
+    devs = resolve_devices(devices)
+    if not batched:  # one cube: one device
+        devs = devs[:1]
+    chunk_size = b if chunk_size is None else check_int(chunk_size, "chunk_size", minimum=1)
     n_scales = check_int(n_scales, "n_scales", minimum=1)
     k_mad = check_float(k_mad, "k_mad", minimum=0.0)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     tol = check_float(tol, "tol", minimum=0.0)
     amp_steps = check_int(amp_steps, "amp_steps", minimum=0)
     init_iter = check_int(init_iter, "init_iter", minimum=1)
+    if outer == "gauss-seidel" and amp_steps == 0:
+        raise ValueError("outer='gauss-seidel' moves the amplitudes in the amplitude sweeps only: "
+                         "amp_steps must be >= 1")
     bkg = _check_background(background, y.shape)
     mask = _check_mask(mask, y.shape)
     param_maps = _check_param_maps(param_maps, models)
@@ -785,27 +918,36 @@ def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init
     geometry = _model_geometry(models)
     data, index, weight = _active_data(y, bkg, mask)
     spec = _Spec(configs=tuple(m.config for m in models), shape=(h, w), loss=loss, n_scales=n_scales,
-                 trace_len=_trace_len(max_iter, init_iter), tol=tol, amp_steps=amp_steps)
-    zero_thr = tuple(jnp.zeros((b, n_scales, m.n_anchors - 1), jnp.float32) for m in models)
+                 trace_len=_trace_len(max_iter, init_iter), tol=tol, amp_steps=amp_steps, outer=outer,
+                 amp_step=amp_step)
+    # The grid search and the thresholds do not depend on the variant: one program for all.
+    base = spec._replace(outer="joint", amp_step="newton")
+    zero_thr = tuple(np.zeros((b, n_scales, m.n_anchors - 1), np.float32) for m in models)
 
     def control(use_prox, limit):
         return _Control(jnp.asarray(use_prox), jnp.int32(limit))
 
+    def run(fn, batched_args, shared_args):
+        # Over the cubes: chunks of chunk_size cubes, each split over the devices.
+        return run_batched(fn, batched_args, shared_args, chunk_size=chunk_size, devices=devs)
+
+    def solve(t0, s0, thr, use_prox, limit):
+        return run(partial(_solve_batch, spec), (data, t0, s0, thr), (geometry, control(use_prox, limit)))
+
     n_init = np.zeros(b, np.int32)
     if init is None:
-        t0, s0 = _grid_start_batch(spec, geometry, data, _grids(models, geometry))
+        t0, s0 = run(partial(_grid_start_batch, base), (data,), (geometry, _grids(models, geometry)))
         # Stage 1, the per-pixel fit: the whole of fit_pixels, the start of SUSHI.
-        state, f0, trace, n_iter = _solve_batch(spec, geometry, data, t0, s0, zero_thr,
-                                                control(False, init_iter if regularise else max_iter))
+        state, f0, trace, n_iter = solve(t0, s0, zero_thr, False, init_iter if regularise else max_iter)
         t0, s0, n_init = state.t, state.s, np.asarray(n_iter)
     else:
         t0, s_maps = _check_init(init, models, geometry, b, h, w, batched)
-        s0 = jnp.asarray(np.take_along_axis(s_maps, index[:, None, :], axis=2) * weight[:, None, :])
+        s0 = np.take_along_axis(s_maps, index[:, None, :], axis=2) * weight[:, None, :]
         if not regularise:
-            state, f0, trace, n_iter = _solve_batch(spec, geometry, data, t0, s0, zero_thr, control(False, max_iter))
+            state, f0, trace, n_iter = solve(t0, s0, zero_thr, False, max_iter)
     if regularise:
-        thr = _thresholds_batch(spec, geometry, data, t0, s0, jnp.float32(k_mad))
-        state, f0, trace, n_iter = _solve_batch(spec, geometry, data, t0, s0, thr, control(True, max_iter))
+        thr = run(partial(_thresholds_batch, base), (data, t0, s0), (geometry, jnp.float32(k_mad)))
+        state, f0, trace, n_iter = solve(t0, s0, thr, True, max_iter)
     else:
         thr, n_init = zero_thr, np.zeros(b, np.int32)
     return _assemble(state, f0, trace, n_iter, _converged(f0, trace, n_iter, tol), thr, n_init, geometry, models,
@@ -877,6 +1019,10 @@ def sushi(
     names: Sequence[str] | None = None,
     amp_steps: int = 1,
     init_iter: int = 100,
+    outer: str = "joint",
+    amp_step: str = "newton",
+    devices=None,
+    chunk_size: int | None = None,
 ) -> SushiResult:
     """Unmix an X-ray cube with spatially regularised IAE components (SUSHI; module doc).
 
@@ -899,14 +1045,32 @@ def sushi(
     amp_steps: projected Newton steps on every amplitude map per sweep (cheap: no
       decoding; 0 for none).
     init_iter: sweeps of the per-pixel fit run first when ``init`` is None.
+    outer: the order of the blocks in a sweep (module doc, "Variants"): ``"joint"``
+      (default: one Levenberg-Marquardt step on each pixel's amplitudes and weights
+      together), ``"gauss-seidel"`` (the published PALM order: the data step moves the
+      weights only, the amplitudes move in the ``amp_steps`` sweeps, which must be >= 1) or
+      ``"ipalm"`` (inertial PALM: each sweep starts from an extrapolated point,
+      ``IPALM_BETA``). Used by the per-pixel fit run first too.
+    amp_step: the amplitude sweeps: ``"newton"`` (default: damped projected Newton steps)
+      or ``"multiplicative"`` (EM updates; the weighted least-squares multiplicative
+      update for ``loss="gaussian"``).
+    devices: where a batch of cubes runs: None (all local devices), a number ``n`` (the
+      first ``n`` local devices) or a list of devices. The batch is split over them (one
+      mesh axis over the cubes, each device running its own loops); a single cube runs on
+      one device. For several hosts, call ``jax.distributed.initialize()`` and pass each
+      host its own cubes with ``devices=jax.local_devices()``.
+    chunk_size: cubes per compiled batch (default: the whole batch); a last, smaller
+      chunk is padded (one program for every chunk). Bounds the memory of large batches.
 
     Returns a :class:`SushiResult`. The three stages (grid search, per-pixel sweeps,
     regularised sweeps) are each one jitted program with no host round trip per sweep;
-    the programs depend on the shapes only, so cubes of one size share them.
+    the programs depend on the shapes (and the variant) only, so cubes of one size share
+    them.
     """
     return _run(cube, models, background=background, loss=loss, n_scales=n_scales, k_mad=k_mad,
                 max_iter=max_iter, tol=tol, init=init, mask=mask, param_maps=param_maps, names=names,
-                amp_steps=amp_steps, regularise=True, init_iter=init_iter)
+                amp_steps=amp_steps, regularise=True, init_iter=init_iter, outer=outer, amp_step=amp_step,
+                devices=devices, chunk_size=chunk_size)
 
 
 def fit_pixels(
@@ -922,6 +1086,10 @@ def fit_pixels(
     param_maps=None,
     names: Sequence[str] | None = None,
     amp_steps: int = 1,
+    outer: str = "joint",
+    amp_step: str = "newton",
+    devices=None,
+    chunk_size: int | None = None,
 ) -> SushiResult:
     """Fit the same models pixel by pixel, without spatial regularisation (the usual practice).
 
@@ -929,10 +1097,14 @@ def fit_pixels(
     Levenberg-Marquardt steps on all of a pixel's unknowns and Newton steps on the
     amplitudes, every pixel independent (the objective is a sum over pixels and every step
     is safeguarded per pixel), all pixels vmapped in one jitted loop. Arguments as
-    :func:`sushi`; ``init`` skips the grid search. Returns a :class:`SushiResult` with zero
-    ``thresholds``.
+    :func:`sushi` (``outer``, ``amp_step``: the variant of the sweeps; ``devices``,
+    ``chunk_size``: how a batch of cubes is spread); ``init`` skips the grid search. Every
+    variant solves the same per-pixel problems, hence reaches the same optimum from the same
+    start (up to the local minima of the thermal / synchrotron degeneracy). Returns a
+    :class:`SushiResult` with zero ``thresholds``.
     """
     # n_scales as SUSHI's default: one compiled program serves both.
     return _run(cube, models, background=background, loss=loss, n_scales=2, k_mad=0.0, max_iter=max_iter,
                 tol=tol, init=init, mask=mask, param_maps=param_maps, names=names, amp_steps=amp_steps,
-                regularise=False, init_iter=max_iter)
+                regularise=False, init_iter=max_iter, outer=outer, amp_step=amp_step, devices=devices,
+                chunk_size=chunk_size)
