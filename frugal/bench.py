@@ -146,11 +146,6 @@ def _held(trace, n_iter):
     return np.where(cols > np.asarray(n_iter)[:, None], _last(trace, n_iter)[:, None], trace)
 
 
-def _curves(runs, best) -> dict:
-    return {r.name: (relative_gap(_held(r.trace, r.n_iter), best), summarise(r, best)["seconds_per_iteration"])
-            for r in runs}
-
-
 #: Seconds spent compiling, summed from JAX's own monitoring events.
 _COMPILE = {"s": 0.0, "listening": False}
 
@@ -222,7 +217,6 @@ def run_gamma(counts, models, *, background, true_counts, names=None, latent0=No
         "reference": {"solver": "newton", "max_iter": reference_iter, "iterations_max": int(ref.n_iter.max())},
         "source_names": list(ref.names),
         "variants": {r.name: summarise(r, best) for r in runs},
-        "_traces": _curves(runs, best),
     }
 
 
@@ -259,7 +253,6 @@ def run_xray(cube, models, *, mask=None, param_maps=None, names=None, truth=None
         "max_iter": max_iter, "repeats": repeats,
         "reference": {"variant": "joint newton", "max_iter": reference_iter, "iterations_max": int(ref.n_iter)},
         "variants": {r.name: summarise(r, best) for r in runs},
-        "_traces": _curves(runs, best),
     }
 
 
@@ -302,8 +295,10 @@ def plot_convergence(report: dict, path, title: str = ""):
 
     fig, (ax_it, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
     floor = 1e-12
-    for name, (gap, per_iter) in report["_traces"].items():
-        med = np.maximum(np.median(gap, axis=0), floor)
+    curves = {name: (np.asarray(v["median_gap_per_iteration"]), v["seconds_per_iteration"])
+              for name, v in report["variants"].items()}
+    for name, (gap, per_iter) in curves.items():
+        med = np.maximum(gap, floor)
         k = np.arange(len(med))
         ax_it.semilogy(k, med, label=name)
         ax_t.semilogy(k * per_iter, med, label=name)
@@ -314,7 +309,8 @@ def plot_convergence(report: dict, path, title: str = ""):
         ax.set_ylim(floor, None)
     ax_it.set_xlabel("iteration")
     # Variants differ in time per iteration by orders of magnitude.
-    ax_t.set_xscale("symlog", linthresh=min(p for _, p in report["_traces"].values()) or 1e-3)
+    ax_t.set_xscale("symlog", linthresh=min(p for _, p in curves.values()) or 1e-3)
+    ax_t.set_xlim(left=0.0)
     ax_t.set_xlabel("wall time (s, compiled; the batch)")
     ax_t.legend(fontsize=7, loc="upper right")
     fig.suptitle(title)
@@ -325,7 +321,7 @@ def plot_convergence(report: dict, path, title: str = ""):
 
 
 def public(report: dict) -> dict:
-    """The report without the arrays kept for plotting (what goes to JSON)."""
+    """The report as it goes to JSON (everything but private keys)."""
     return {k: v for k, v in report.items() if not k.startswith("_")}
 
 
