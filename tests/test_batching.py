@@ -148,3 +148,35 @@ def test_sharded_sushi_equals_unsharded_on_four_host_devices():
     res = subprocess.run([sys.executable, "-c", SUSHI_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "SUSHI-SHARDED-OK" in res.stdout
+
+
+def test_unmix_default_chunk_follows_the_platform(monkeypatch):
+    """Small chunks on a CPU (a vmapped loop waits for its slowest spectrum), large ones on
+    accelerators; unmix passes the platform's default to run_batched."""
+    import frugal.gamma.semsun as semsun
+    from frugal.solvers.batching import CHUNK_SIZE, default_chunk_size
+
+    platform = jax.local_devices()[0].platform
+    assert default_chunk_size() == CHUNK_SIZE["cpu" if platform == "cpu" else "accelerator"]
+    assert CHUNK_SIZE["cpu"] < CHUNK_SIZE["accelerator"]
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(fn, batched, shared, *, chunk_size, devices):
+        seen.append(chunk_size)
+        raise Stop
+
+    monkeypatch.setattr(semsun, "run_batched", spy)
+    import frugal.iae as iae
+    from frugal.data import line_family, split
+
+    fam = line_family(10, 16, seed=0)
+    s = split(fam)
+    model = iae.train(fam.spectra[s.train], fam.spectra[s.anchors], epochs=1, progress=False)
+    with pytest.raises(Stop):
+        semsun.unmix(np.ones((3, model.config.n_channels)), model)
+    with pytest.raises(Stop):
+        semsun.unmix(np.ones((3, model.config.n_channels)), model, chunk_size=7)
+    assert seen == [default_chunk_size(), 7]

@@ -74,3 +74,20 @@ def test_forward_values_agree_with_unmix(problem):
     ys = jnp.asarray(np.stack([y, y[::-1]]), jnp.float32)
     batch = jax.vmap(f, in_axes=(0, None, None))(ys, jnp.asarray(bkg[None], jnp.float32), (model.state,))
     np.testing.assert_allclose(batch[0][0], counts, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["implicit", "unrolled"])
+def test_every_product_of_the_gradient_program_is_full_precision(problem, mode):
+    # TF32 products on GPUs stall the solver (see frugal._precision): the forward solve and
+    # the backward pass (traced apart in implicit mode) must both carry HIGHEST.
+    model, bkg, y = problem
+    f = unmix_function([model], mode=mode, n_unrolled=3)
+
+    def scalar(yy, ff, ss):
+        counts, latent = f(yy, ff, ss)
+        return counts[1] + latent[1]
+
+    args = (jnp.asarray(y, jnp.float32), jnp.asarray(bkg[None], jnp.float32), (model.state,))
+    text = jax.jit(jax.grad(scalar, argnums=(0, 1))).lower(*args).as_text()
+    dots = [line for line in text.splitlines() if "dot_general" in line]
+    assert dots and all("HIGHEST" in line for line in dots), [d for d in dots if "HIGHEST" not in d][:3]

@@ -229,3 +229,23 @@ def test_float64_when_x64_is_on(sources):
         return 2 * np.sum(mu - y + np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0), -1)
 
     assert np.all(deviance(double) <= deviance(single) + 1e-6 * y.sum(-1))
+
+
+def test_several_starts_keep_the_best_of_separate_solves(sources, draws):
+    model, background, _, _ = sources
+    y = draws[0][:24]
+    lo, hi = model.latent_bounds
+    # Closed form for two anchors: the anchor's weights (1, 0) or (0, 1) moved onto the
+    # segment {(t, 1 - t)} inside the training bounds; then the default middle start.
+    t_range = (max(lo[0], 1 - hi[1]), min(hi[0], 1 - lo[1]))
+    mid = 0.5 * (lo + hi)
+    starts = [mid / mid.sum()] + [np.array([t, 1 - t]) for t in (np.clip(1.0, *t_range), np.clip(0.0, *t_range))]
+    separate = [unmix(y, model, background=background, latent0=[x], return_signatures=False) for x in starts]
+    best = np.argmin(np.stack([r.loss for r in separate]), axis=0)
+    res = unmix(y, model, background=background, n_starts=3, return_signatures=False)
+    rows = np.arange(len(y))
+    np.testing.assert_array_equal(res.loss, np.stack([r.loss for r in separate])[best, rows])
+    np.testing.assert_array_equal(res.counts, np.stack([r.counts for r in separate])[best, rows])
+    np.testing.assert_array_equal(res.latent[0], np.stack([r.latent[0] for r in separate])[best, rows])
+    with pytest.raises(ValueError, match="n_starts"):
+        unmix(y, model, background=background, n_starts=0)

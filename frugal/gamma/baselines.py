@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from frugal._precision import full_precision
 from frugal._validation import check_float, check_int
 from frugal.gamma.semsun import UnmixResult, check_counts, fixed_signature_rows
 from frugal.solvers.multiplicative import kl_nmf_unchecked, nnpu_init, nnpu_unchecked, poisson_stderr
@@ -52,6 +53,7 @@ def _finish(out, rows_or_sig, names, batched):
     return UnmixResult(a, err, (), (), sig, loss, n_iter, conv, names)
 
 
+@full_precision
 def fixed(counts, signatures, *, background=None, max_iter: int = 5000, tol: float = 1e-7) -> UnmixResult:
     """Counts per source with fixed signatures (Poisson maximum likelihood, multiplicative updates).
 
@@ -81,6 +83,7 @@ def _nmf_batch(rows, y, fixed_mask, max_iter, tol):
     return jax.vmap(one)(y)
 
 
+@full_precision
 def nmf(counts, signatures, *, background=None, max_iter: int = 2000, tol: float = 1e-7) -> UnmixResult:
     """KL-NMF baseline: counts and signatures estimated per spectrum, background shape fixed.
 

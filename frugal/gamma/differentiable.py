@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from frugal._precision import full_precision
 from frugal._validation import check_choice, check_int
 from frugal.gamma.semsun import _Spec, _as_models, _latent_basis, _project_latent, _rows, _unmix_one, latent_setup
 from frugal.ops.losses import TINY, poisson_deviance
@@ -91,6 +92,7 @@ def unmix_function(
         x = forward(y, fixed, states)
         return x, (x, y, fixed, states)
 
+    @full_precision  # traced apart from f, when the gradient is taken
     def implicit_bwd(res, g):
         x, y, fixed, states = res
         dtype = x.dtype
@@ -139,6 +141,7 @@ def unmix_function(
     core = implicit if mode == "implicit" else unrolled
     d_total = int(lam0.shape[0])
 
+    @full_precision
     def f(counts, fixed, states):
         x = core(counts, fixed, states)
         return x[:n_src], x[n_src : n_src + d_total]

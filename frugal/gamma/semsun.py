@@ -39,11 +39,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from frugal._precision import full_precision
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.iae import model as M
 from frugal.ops.losses import TINY, poisson_deviance
 from frugal.ops.proxes import project_box_section
-from frugal.solvers.batching import run_batched
+from frugal.solvers.batching import default_chunk_size, run_batched
 from frugal.solvers.block import block_solve
 from frugal.solvers.multiplicative import fisher_covariance, nnpu_init, nnpu_unchecked
 from frugal.solvers.newton import damped_newton, sum_to_one_basis
@@ -373,6 +374,44 @@ def latent_setup(models, bounds, latent0):
     return (np.concatenate(lower).astype(float_dtype()), np.concatenate(upper).astype(float_dtype()), start)
 
 
+# Compiled once: called eagerly, its bisection loop would be traced anew on every call.
+_project_box = jax.jit(project_box_section)
+
+
+def _spread_starts(models, lower, upper, first, n: int) -> list:
+    """Up to ``n`` more starting weight vectors (concatenated over the models), unlike
+    ``first`` (the ``(B, d)`` starts already used): the middle of every model's training
+    range, then every model at its anchor ``j`` (``j mod d_k``), projected on its bounds."""
+    if n <= 0:
+        return []
+    sizes = [mdl.n_anchors for mdl in models]
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    dtype = lower.dtype
+
+    def at(point_of_model):
+        parts = []
+        for k, d in enumerate(sizes):
+            lo, hi = lower[edges[k]:edges[k + 1]], upper[edges[k]:edges[k + 1]]
+            x = jnp.asarray(point_of_model(k, d), dtype)
+            parts.append(np.asarray(_project_box(x, jnp.asarray(lo), jnp.asarray(hi))))
+        return np.concatenate(parts).astype(dtype)
+
+    def middle(k, _):
+        mid = 0.5 * (models[k].latent_bounds[0] + models[k].latent_bounds[1])
+        return mid / mid.sum()
+
+    candidates = [at(middle)] + [at(lambda k, d, j=j: np.eye(d)[j % d]) for j in range(max(sizes))]
+    # A start that equals one already used (e.g. latent0 at an anchor) would only repeat it.
+    used = [first[0]] if np.all(first == first[0]) else []
+    out = []
+    for x in candidates:
+        if len(out) < n and all(np.max(np.abs(x - u)) > 1e-3 for u in used):
+            out.append(x)
+            used.append(x)
+    return out
+
+
+@full_precision
 def unmix(
     counts,
     models,
@@ -390,10 +429,11 @@ def unmix(
     a_iter: int = 200,
     latent_iter: int | None = None,
     tol: float = 1e-5,
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
     devices=None,
     return_signatures: bool = True,
     return_trace: bool = False,
+    n_starts: int = 1,
 ) -> UnmixResult:
     """Unmix gamma-ray spectra into counts per source with signatures on IAE manifolds.
 
@@ -413,13 +453,21 @@ def unmix(
       iterations); ``outer`` in ``"gauss-seidel"``, ``"jacobi"``, ``"ipalm"``
       (see :mod:`frugal.solvers.variants`).
     chunk_size: spectra per compiled batch; larger batches run chunk by chunk in bounded
-      memory (set it lower for very large models or memory-bound devices).
+      memory. Default: 16 on a CPU, where small chunks are faster, and 4096 on GPUs/TPUs
+      (:data:`frugal.solvers.batching.CHUNK_SIZE`); raise it on a GPU with memory to
+      spare, lower it for very large models.
     devices: ``None`` (all local devices: the batch is sharded over them), a number of
       devices, or a list of ``jax.Device``; see :mod:`frugal.solvers.batching`.
     return_signatures: also return the ``(m, K)`` signatures at the estimate (leave off
       for very large batches: they are the bulk of the output).
     return_trace: also return the deviance after each iteration (``trace``), to study
       convergence; see ``benchmarks/solvers.py``.
+    n_starts: solve from up to this many starting weights and keep, spectrum by spectrum,
+      the lowest deviance: ``latent0`` (or the default), the middle of every model's
+      training range, then every model at its anchor 0, 1, ... (projected on the bounds),
+      each skipped where it repeats an earlier start (at most ``max(d_k) + 2`` starts).
+      The deviance can have several local minima, most of all with one IAE per
+      radionuclide (SEMSUN-i) at low counts; each start costs one more solve.
 
     Computations run in float32, or in float64 when ``jax.enable_x64`` is on.
 
@@ -436,7 +484,9 @@ def unmix(
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     a_iter = check_int(a_iter, "a_iter", minimum=1)
     tol = check_float(tol, "tol", minimum=0.0, strict=True)
-    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    chunk_size = default_chunk_size(devices) if chunk_size is None else check_int(chunk_size, "chunk_size",
+                                                                                   minimum=1)
+    n_starts = check_int(n_starts, "n_starts", minimum=1)
     # Converted chunk by chunk on the device: a memory-mapped batch is never copied whole.
     y, batched = check_counts(counts, convert=False)
     b, m = y.shape
@@ -458,15 +508,25 @@ def unmix(
 
     lower, upper, start = latent_setup(models, bounds, latent0)
     lam0 = np.concatenate([np.broadcast_to(s, (b, s.shape[-1])) for s in start], axis=-1).astype(float_dtype())
+    starts = [lam0] + [np.broadcast_to(x, lam0.shape)
+                       for x in _spread_starts(models, lower, upper, lam0, n_starts - 1)]
 
     spec = _Spec(tuple(mdl.config for mdl in models), m, len(fixed_rows), solver, max_iter, a_iter, tol,
                  bool(return_signatures), a_step, latent_step, outer, latent_iter, bool(return_trace))
     states = tuple(mdl.state for mdl in models)
     solve = partial(_unmix_batch, spec)
-    a, err, lam, lam_err, sig, loss, n_iter, conv, trace = run_batched(
-        solve, (y, lam0), (states, jnp.asarray(fixed_rows), jnp.asarray(lower), jnp.asarray(upper)),
-        chunk_size=chunk_size, devices=devices,
-    )
+    shared = (states, jnp.asarray(fixed_rows), jnp.asarray(lower), jnp.asarray(upper))
+    best = None
+    for lam_start in starts:  # a few whole-batch solves, each vmapped over the spectra
+        out = run_batched(solve, (y, lam_start), shared, chunk_size=chunk_size, devices=devices)
+        if best is None:
+            best = out
+        else:
+            # out[5] is the deviance; a NaN never replaces a finite one.
+            better = ~(out[5] >= best[5]) & np.isfinite(out[5])
+            best = jax.tree_util.tree_map(
+                lambda new, old: np.where(better.reshape((-1,) + (1,) * (np.ndim(new) - 1)), new, old), out, best)
+    a, err, lam, lam_err, sig, loss, n_iter, conv, trace = best
     splits = np.cumsum([mdl.n_anchors for mdl in models])[:-1]
     latent = tuple(np.split(lam, splits, axis=-1))
     latent_err = tuple(np.split(lam_err, splits, axis=-1))

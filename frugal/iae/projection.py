@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from frugal._precision import full_precision
 from frugal._validation import check_choice, check_int
 from frugal.iae import model as M
 from frugal.iae.barycenter import constrain_weights
@@ -88,6 +89,7 @@ def _project_batch(state, y, lower, upper, *, config, loss, bounded, max_iter, x
     return jax.vmap(one)(y)
 
 
+@full_precision
 def project(
     model: M.IAEModel,
     y,

@@ -90,6 +90,21 @@ def _sharded(fn: Callable, devs: list, n_shared: int, n_batched: int):
     return out
 
 
+#: Default spectra per chunk of the gamma unmixing, by platform. On a CPU one spectrum's
+#: linear algebra already keeps the cores busy and a vmapped loop runs until the slowest
+#: spectrum of its chunk stops, so small chunks are faster: on 2 cores, 1000 paper spectra
+#: (800 channels) ran at 144 spectra/s in chunks of 16 against 70 in chunks of 1024, in a
+#: fifth of the memory, and a 64-channel problem at the same rate (2411 against 2314
+#: spectra/s). A GPU needs large chunks to fill it (``benchmarks/README.md``).
+CHUNK_SIZE = {"cpu": 16, "accelerator": 4096}
+
+
+def default_chunk_size(devices=None) -> int:
+    """:data:`CHUNK_SIZE` for the platform of ``devices`` (as :func:`resolve_devices`)."""
+    cpu = resolve_devices(devices)[0].platform == "cpu"
+    return CHUNK_SIZE["cpu" if cpu else "accelerator"]
+
+
 def run_batched(
     fn: Callable,
     batched: Sequence,
@@ -131,14 +146,24 @@ def run_batched(
     else:
         call, split = fn, devs[0]
         shared = jax.device_put(tuple(shared), devs[0])
-    outs = []
+    outs, pending = [], None
+
+    def fetch(job):
+        out, n = job
+        return jax.tree_util.tree_map(lambda o: np.asarray(o)[:n], out)
+
     for start in range(0, b, chunk):
         part = jax.tree_util.tree_map(lambda x: x[start : start + chunk], batched)
         n = min(chunk, b - start)
         if n < chunk:  # one shape, one compilation
             part = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], chunk - n, 0)]), part)
-        out = call(*shared, *jax.device_put(part, split))
-        outs.append(jax.tree_util.tree_map(lambda o: np.asarray(o)[:n], out))
+        # Dispatch is asynchronous: the next chunk is sliced, sent and queued before the
+        # previous one is fetched, so the host work overlaps the device's (two chunks live).
+        job = (call(*shared, *jax.device_put(part, split)), n)
+        if pending is not None:
+            outs.append(fetch(pending))
+        pending = job
+    outs.append(fetch(pending))
     if len(outs) == 1:
         return outs[0]
     return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *outs)

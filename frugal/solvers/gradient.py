@@ -14,7 +14,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from frugal._jaxopt import jaxopt
 from frugal._validation import check_float, check_int
 from frugal.solvers._utils import tree_all_finite, tree_max_abs, tree_vdot
 
@@ -174,6 +173,10 @@ def lbfgsb(
     x0 = tmap(jnp.asarray, x0)
     lower = tmap(lambda b, x: jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape), lower, x0)
     upper = tmap(lambda b, x: jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape), upper, x0)
+    # Imported here: the default solvers do not need jaxopt, so an import failure of this
+    # unmaintained package (e.g. under a newer JAX) stays confined to this variant.
+    from frugal._jaxopt import jaxopt
+
     # Under jit/vmap the outer transformation compiles the whole run; wrap eager calls
     # in jax.jit to compile them once.
     run = jaxopt.LBFGSB(fun=fun, maxiter=max_iter, tol=tol, **options).run
