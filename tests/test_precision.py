@@ -55,7 +55,8 @@ def test_entry_points_run_at_full_precision(module, entry, helper, monkeypatch):
     monkeypatch.setattr(mod, helper, spy)
     fn = getattr(mod, entry)
     args = (None, np.zeros(4)) if entry == "project" else (np.zeros(4), None)
+    before = jax.config.jax_default_matmul_precision
     with pytest.raises(_Stop):
         fn(*args)
     assert seen == [SOLVER_PRECISION]
-    assert jax.config.jax_default_matmul_precision != SOLVER_PRECISION or SOLVER_PRECISION is None
+    assert jax.config.jax_default_matmul_precision == before  # restored, even on an error

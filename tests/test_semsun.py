@@ -235,8 +235,8 @@ def test_several_starts_keep_the_best_of_separate_solves(sources, draws):
     model, background, _, _ = sources
     y = draws[0][:24]
     lo, hi = model.latent_bounds
-    # Closed form for two anchors: the anchor's weights (1, 0) or (0, 1) moved onto the
-    # segment {(t, 1 - t)} inside the training bounds; then the default middle start.
+    # The default (middle) start, then, in closed form for two anchors, the anchor's weights
+    # (1, 0) or (0, 1) moved onto the segment {(t, 1 - t)} inside the training bounds.
     t_range = (max(lo[0], 1 - hi[1]), min(hi[0], 1 - lo[1]))
     mid = 0.5 * (lo + hi)
     starts = [mid / mid.sum()] + [np.array([t, 1 - t]) for t in (np.clip(1.0, *t_range), np.clip(0.0, *t_range))]
