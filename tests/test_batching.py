@@ -96,9 +96,14 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_sharded_unmix_equals_unsharded_on_four_host_devices():
+def _run_on_four_host_devices(script: str) -> subprocess.CompletedProcess:
+    """``script`` in a fresh interpreter whose CPU is split into 4 host devices."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_sharded_unmix_equals_unsharded_on_four_host_devices():
+    res = _run_on_four_host_devices(SCRIPT)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "SHARDED-OK" in res.stdout
 
@@ -144,8 +149,7 @@ SUSHI_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_sushi_equals_unsharded_on_four_host_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    res = subprocess.run([sys.executable, "-c", SUSHI_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    res = _run_on_four_host_devices(SUSHI_SCRIPT)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "SUSHI-SHARDED-OK" in res.stdout
 
