@@ -22,7 +22,9 @@ from frugal.solvers import (
     projected_gradient,
     projected_newton_diag,
     proximal_gradient_step,
+    Status,
     repeat,
+    scaled_residual,
     update_field,
 )
 
@@ -169,12 +171,15 @@ def test_nnpu_batch_equals_loop(problem):
     s, a = problem
     ys = np.random.default_rng(5).poisson(s @ a, size=(4, M)).astype(np.float32)
     loop = np.stack([np.asarray(nnpu(s, y).counts) for y in ys])
-    np.testing.assert_allclose(np.asarray(nnpu(s, ys).counts), loop, rtol=1e-6)
+    # float32 NNPU stops at a relative change of 10 eps (~1.2e-6): batched and looped runs
+    # round differently and may stop an iteration apart, so agree to ~10 such steps.
+    rtol = 2e-5
+    np.testing.assert_allclose(np.asarray(nnpu(s, ys).counts), loop, rtol=rtol)
     vm = jax.jit(jax.vmap(lambda y: nnpu(s, y).counts))(jnp.asarray(ys))
-    np.testing.assert_allclose(np.asarray(vm), loop, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(vm), loop, rtol=rtol)
     # One signature matrix per spectrum.
     sb = np.broadcast_to(s, (4, M, K))
-    np.testing.assert_allclose(np.asarray(nnpu(sb, ys).counts), loop, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(nnpu(sb, ys).counts), loop, rtol=rtol)
 
 
 def test_kl_nmf_monotone_and_fixed_column(problem):
@@ -238,13 +243,23 @@ def test_block_solve_two_block_quadratic():
     q, b = _quadratic()
     objective, ux, uy = _block_updates()
     state0 = TwoBlock(jnp.zeros(2), jnp.zeros(2))
-    res = block_solve((ux, uy), objective, state0, (q, b), max_iter=200, tol=1e-9)
+    def optimality(state, data):  # scaled gradient residual of 0.5 z'Qz - b'z
+        qq, bb = data
+        z = jnp.concatenate([state.x, state.y])
+        return scaled_residual(z, qq @ z - bb, jnp.diagonal(qq))
+
+    # Without an optimality test, a change-based rule that fires is a stall, not convergence.
+    plain = block_solve((ux, uy), objective, state0, (q, b), max_iter=200, tol=1e-9)
+    assert int(plain.status) == Status.STALLED and not bool(plain.converged)
+    res = block_solve((ux, uy), objective, state0, (q, b), max_iter=200, tol=None, optimality=optimality,
+                      gtol=1e-4)
     z = np.concatenate([np.asarray(res.state.x), np.asarray(res.state.y)])
     z_star = np.linalg.solve(q.astype(np.float64), b)
     np.testing.assert_allclose(z, z_star, atol=2e-3 * max(1.0, np.abs(z_star).max()))
     n = int(res.n_iter)
     trace = np.asarray(res.trace)
-    assert bool(res.converged) and 1 <= n < 200
+    assert bool(res.converged) and int(res.status) == Status.CONVERGED and 1 <= n < 200
+    assert float(res.residual) <= 1e-4
     assert np.all(np.diff(trace[:n]) <= 1e-6 * np.abs(trace[1:n]).max())
     assert np.all(np.isnan(trace[n:]))
     assert float(res.objective) == trace[n - 1]
@@ -252,7 +267,8 @@ def test_block_solve_two_block_quadratic():
     # vmap over a batch of right-hand sides equals a loop.
     bs = np.stack([b, -b, 2 * b])
     def solve(bb):
-        return block_solve((ux, uy), objective, state0, (q, bb), max_iter=200, tol=1e-9).state.x
+        return block_solve((ux, uy), objective, state0, (q, bb), max_iter=200, tol=None, optimality=optimality,
+                           gtol=1e-5).state.x
 
     loop = np.stack([np.asarray(jax.jit(solve)(bb)) for bb in bs])
     np.testing.assert_allclose(np.asarray(jax.vmap(solve)(bs)), loop, rtol=1e-5, atol=1e-6)
@@ -278,12 +294,12 @@ def test_block_combinators():
     np.testing.assert_allclose(np.asarray(jac.y), np.asarray(uy(s0, data).y))
     # User stop rule and min_iter.
     res = block_solve(sweep, objective, s0, data, max_iter=50, tol=None, stop=lambda o, n, d: True, min_iter=4)
-    assert int(res.n_iter) == 4 and bool(res.converged)
+    assert int(res.n_iter) == 4 and int(res.status) == Status.STALLED
     res = block_solve(sweep, objective, s0, data, max_iter=5, tol=None)
-    assert int(res.n_iter) == 5 and not bool(res.converged)
+    assert int(res.n_iter) == 5 and int(res.status) == Status.MAX_ITER and not bool(res.converged)
     # A non-finite objective stops the loop, not converged.
     res = block_solve(lambda s, d: s._replace(x=s.x * jnp.inf), objective, s0, data, max_iter=10)
-    assert int(res.n_iter) == 1 and not bool(res.converged)
+    assert int(res.n_iter) == 1 and int(res.status) == Status.NON_FINITE and not bool(res.converged)
     with pytest.raises(TypeError, match="updates"):
         block_solve((ux, 3), objective, s0, data)
     with pytest.raises(ValueError, match="max_iter"):

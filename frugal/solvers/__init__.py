@@ -1,5 +1,7 @@
 """Block-proximal solver core shared by the unmixing problems.
 
+* ``status``: ``Status``, the stop reason every iterative result carries, and the scaled
+  projected-gradient residual behind ``Status.CONVERGED``.
 * ``block``: ``block_solve`` runs block updates ``(state, data) -> state`` Gauss-Seidel under
   ``lax.while_loop``; ``chain``, ``repeat``, ``jacobi``, ``update_field`` compose them.
 * ``multiplicative``: Poisson EM/NNPU amplitude updates, Fisher standard errors, KL-NMF.
@@ -7,6 +9,7 @@
   jaxopt's L-BFGS-B, diagonal projected Newton, forward-backward step).
 """
 
+from frugal.solvers.status import Status, decide, scaled_residual, status_counts, status_names
 from frugal.solvers.block import BlockResult, block_solve, chain, jacobi, merge_fields, repeat, update_field
 from frugal.solvers.gradient import (
     InnerResult,
@@ -31,6 +34,11 @@ from frugal.solvers.multiplicative import (
 )
 
 __all__ = [
+    "Status",
+    "decide",
+    "scaled_residual",
+    "status_counts",
+    "status_names",
     "AMPLITUDE_STEPS",
     "LATENT_STEPS",
     "OUTER_LOOPS",

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from frugal._validation import check_float, check_int
+from frugal.solvers.status import Status, decide
 
 Update = Callable[[Any, Any], Any]
 
@@ -42,9 +43,12 @@ class BlockResult(NamedTuple):
       state: final state (same pytree structure as ``state0``).
       objective: objective at the final state.
       n_iter: number of full sweeps performed.
-      converged: True when a stopping rule fired (False if ``max_iter`` ran out or the
-        objective became non-finite).
+      converged: ``status == Status.CONVERGED``: the ``optimality`` test passed.
       trace: ``(max_iter,)`` objective after each sweep; NaN beyond ``n_iter``.
+      status: the stop reason (:class:`frugal.solvers.status.Status`): ``CONVERGED`` only
+        when ``optimality(state, data) <= gtol``; a change-based rule (``tol``, ``stop``)
+        that fires without it gives ``STALLED``; ``MAX_ITER``; ``NON_FINITE``.
+      residual: ``optimality`` at the final state (NaN without one).
     """
 
     state: Any
@@ -52,6 +56,8 @@ class BlockResult(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     trace: jax.Array
+    status: jax.Array | None = None
+    residual: jax.Array | None = None
 
 
 def chain(*updates: Update) -> Update:
@@ -151,6 +157,8 @@ def block_solve(
     tol: float | None = 1e-6,
     stop: Callable[[Any, Any, Any], jax.Array] | None = None,
     min_iter: int = 1,
+    optimality: Callable[[Any, Any], jax.Array] | None = None,
+    gtol: float = 1e-2,
 ) -> BlockResult:
     r"""Run block updates Gauss-Seidel under ``lax.while_loop`` until a stopping rule fires.
 
@@ -160,7 +168,12 @@ def block_solve(
     * ``|f_{t-1} - f_t| <= tol * max(|f_t|, 1)`` (skipped when ``tol`` is None), or
     * ``stop(old_state, new_state, data)`` returns True (e.g. a relative change of the
       parameters), or
-    * the objective is not finite (then ``converged`` is False), or ``max_iter`` is reached.
+    * ``optimality(new_state, data) <= gtol`` (a first-order test: the only rule that
+      reports ``Status.CONVERGED``), or
+    * the objective is not finite (``Status.NON_FINITE``), or ``max_iter`` is reached.
+
+    The change-based rules (``tol``, ``stop``) end the loop with ``Status.STALLED`` unless
+    the optimality test passes at that state: "nothing changed" is not "optimal".
 
     Args:
       updates: one update or a sequence of them, each ``(state, data) -> state``.
@@ -171,13 +184,19 @@ def block_solve(
       tol: relative objective decrease below which the loop stops.
       stop: optional extra rule ``(old_state, new_state, data) -> bool``.
       min_iter: minimum number of sweeps before any rule may stop the loop.
+      optimality: ``(state, data) -> scalar`` first-order residual, e.g.
+        :func:`frugal.solvers.status.scaled_residual` of the objective's gradient.
+      gtol: the residual at or below which the state is optimal.
 
     Returns:
-      ``BlockResult(state, objective, n_iter, converged, trace)``.
+      ``BlockResult(state, objective, n_iter, converged, trace, status, residual)``.
     """
     update = chain(*updates) if isinstance(updates, (tuple, list)) else chain(updates)
     if not callable(objective):
         raise TypeError(f"objective must be callable (state, data) -> scalar, got {type(objective).__name__}")
+    if optimality is not None and not callable(optimality):
+        raise TypeError(f"optimality must be callable (state, data) -> scalar, got {type(optimality).__name__}")
+    gtol = check_float(gtol, "gtol", minimum=0.0)
     if stop is not None and not callable(stop):
         raise TypeError(f"stop must be callable (old_state, new_state, data) -> bool, got {type(stop).__name__}")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
@@ -191,6 +210,11 @@ def block_solve(
     dtype = f0.dtype if jnp.issubdtype(f0.dtype, jnp.floating) else jnp.result_type(float)
     f0 = f0.astype(dtype)
     trace0 = jnp.full((max_iter,), jnp.nan, dtype=dtype)
+
+    def residual(state):
+        if optimality is None:
+            return jnp.asarray(jnp.nan, dtype)
+        return jnp.asarray(optimality(state, data)).astype(dtype)
 
     def cond(carry):
         i, _, _, done, _, _ = carry
@@ -206,13 +230,19 @@ def block_solve(
             fire = jnp.abs(f - f_new) <= tol * jnp.maximum(jnp.abs(f_new), 1.0)
         if stop is not None:
             fire = fire | jnp.asarray(stop(state, new, data), bool)
-        fire = fire & (i + 1 >= min_iter)
+        r = residual(new)
+        optimal = r <= gtol  # False for NaN, i.e. without an optimality test
+        fire = (fire | optimal) & (i + 1 >= min_iter)
         finite = jnp.isfinite(f_new)
-        return i + 1, new, f_new, fire | ~finite, fire & finite, trace
+        return i + 1, new, f_new, fire | ~finite, r, trace
 
-    init = (jnp.zeros((), jnp.int32), state0, f0, jnp.zeros((), bool), jnp.zeros((), bool), trace0)
-    n_iter, state, f, _, converged, trace = jax.lax.while_loop(cond, body, init)
-    return BlockResult(state, f, n_iter, converged, trace)
+    init = (jnp.zeros((), jnp.int32), state0, f0, jnp.zeros((), bool), residual(state0), trace0)
+    n_iter, state, f, _, r, trace = jax.lax.while_loop(cond, body, init)
+    finite = jnp.isfinite(f) & jnp.all(jnp.asarray(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state)
+         if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)] or [True]))
+    status = decide(finite, r <= gtol, n_iter >= max_iter)
+    return BlockResult(state, f, n_iter, status == Status.CONVERGED, trace, status, r)
 
 
 __all__ = [
