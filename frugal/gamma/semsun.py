@@ -61,10 +61,15 @@ class UnmixResult(NamedTuple):
     latent_stderr: their standard errors (same shapes).
     signatures: ``(m, K)`` unit-sum signatures at the estimate (``None`` if not asked).
     loss: Poisson deviance at the estimate (about ``m`` for a correct model).
-    n_iter: iterations of the solver; converged: whether its stopping rule fired.
+    n_iter: iterations of the solver; converged: ``status == Status.CONVERGED``.
     names: the source names.
     trace: with ``return_trace=True``, ``(max_iter + 1,)`` deviance at the start and after
       each iteration (Newton iterations, or outer sweeps of ``"bcd"``), NaN after the stop.
+    status: why the solver stopped (:class:`frugal.solvers.Status` codes): ``converged``
+      only when the first-order optimality test passed.
+    gof_pvalue: goodness of fit, the p-value of ``loss`` under the fitted model
+      (:func:`frugal.ops.gof.gof_pvalue`, valid at low counts); below 1e-3 the model does
+      not describe the spectrum.
     """
 
     counts: np.ndarray
@@ -77,6 +82,8 @@ class UnmixResult(NamedTuple):
     converged: np.ndarray
     names: tuple
     trace: np.ndarray | None = None
+    status: np.ndarray | None = None
+    gof_pvalue: np.ndarray | None = None
 
 
 class _Spec(NamedTuple):
