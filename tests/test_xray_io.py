@@ -55,9 +55,10 @@ def test_cube_round_trip_keeps_data_energies_and_wcs(tmp_path):
     assert back.header["OBJECT"] == "Cas A" and back.header["EXPOSURE"] == 1.0e5
     xs, ys = np.array([0.0, 7.5, 15.0]), np.array([0.0, 5.5, 11.0])
     np.testing.assert_allclose(world(back.header, xs, ys), world(header, xs, ys), rtol=1e-12)
-    # the spectral WCS alone (ENERGIES table removed) also gives the energies
+    # the spectral WCS alone (ENERGIES table removed) also gives the energies; astropy drops
+    # EXTEND from the copied header, so the checksums must be redone
     with fits.open(path) as hdul:
-        fits.HDUList([hdul[0].copy()]).writeto(tmp_path / "wcs_only.fits")
+        fits.HDUList([hdul[0].copy()]).writeto(tmp_path / "wcs_only.fits", checksum=True)
     np.testing.assert_allclose(xio.read_cube(tmp_path / "wcs_only.fits").energies, energies, rtol=1e-12)
 
 
@@ -195,3 +196,56 @@ def test_read_errors(tmp_path):
     fits.PrimaryHDU(cube_data(), header=h3).writeto(tmp_path / "hz.fits")
     with pytest.raises(ValueError, match="unsupported energy unit"):
         xio.read_cube(tmp_path / "hz.fits")
+
+
+def _flip_byte(path, offset):
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def test_corrupt_files_fail_their_checksums(tmp_path):
+    counts = cube_data()
+    energies = 3.0 + 0.2 * np.arange(E)
+    good = tmp_path / "good.fits"
+    xio.write_cube(good, counts, energies, header=sky_header())
+    with fits.open(good) as hdul:
+        data_start = hdul.fileinfo(0)["datLoc"]
+        table_start = hdul.fileinfo(1)["datLoc"]
+        card = hdul.fileinfo(0)["hdrLoc"] + 80 * list(hdul[0].header.keys()).index("OBJECT")
+    raw = good.read_bytes()
+
+    # one bit of one count: the data no longer match DATASUM (and CHECKSUM)
+    (tmp_path / "data.fits").write_bytes(raw)
+    _flip_byte(tmp_path / "data.fits", data_start + 4 * 100 + 3)
+    with pytest.raises(ValueError, match=r"data\.fits is corrupt: .*Datasum verification failed"):
+        xio.read_cube(tmp_path / "data.fits")
+    # read anyway on request: exactly that count differs by one
+    back = xio.read_cube(tmp_path / "data.fits", checksum=False)
+    assert np.count_nonzero(back.counts != counts) == 1 and np.abs(back.counts - counts).max() == 1
+
+    # a header value (OBJECT = 'Cas A' -> 'Cas @'): only CHECKSUM covers the header
+    assert raw[card:card + 80].startswith(b"OBJECT  = 'Cas A")
+    (tmp_path / "header.fits").write_bytes(raw)
+    _flip_byte(tmp_path / "header.fits", card + 15)
+    with pytest.raises(ValueError, match=r"header\.fits is corrupt: Checksum verification failed"):
+        xio.read_cube(tmp_path / "header.fits")
+
+    # the energies table (HDU 1) is verified too
+    (tmp_path / "table.fits").write_bytes(raw)
+    _flip_byte(tmp_path / "table.fits", table_start + 7)
+    with pytest.raises(ValueError, match=r"table\.fits is corrupt: .*'ENERGIES'"):
+        xio.read_cube(tmp_path / "table.fits")
+
+    # maps
+    xio.write_maps(tmp_path / "maps.fits", np.ones((2, H, W)), names=["a", "b"])
+    with fits.open(tmp_path / "maps.fits") as hdul:
+        map_start = hdul.fileinfo(2)["datLoc"]
+    np.testing.assert_array_equal(xio.read_maps(tmp_path / "maps.fits")["b"], np.ones((H, W)))
+    _flip_byte(tmp_path / "maps.fits", map_start + 1)
+    with pytest.raises(ValueError, match=r"maps\.fits is corrupt: .*'B'"):
+        xio.read_maps(tmp_path / "maps.fits")
+
+    # files without the keywords (most files from elsewhere) are read as before
+    fits.PrimaryHDU(counts, header=sky_header()).writeto(tmp_path / "plain.fits")
+    np.testing.assert_array_equal(xio.read_cube(tmp_path / "plain.fits").counts, counts)

@@ -14,6 +14,11 @@ Conventions
 * Maps (amplitudes, physical parameters) go one image extension per map, ``EXTNAME`` = the
   map's name, each carrying the celestial (2-D) part of the input header's WCS.
 
+Files are written with ``CHECKSUM`` / ``DATASUM`` keywords in every HDU, and reading
+verifies them where a file has them (astropy only warns on a mismatch; here a mismatch is
+an error naming the file and the HDU, since a flipped bit in a cube is otherwise a silent
+wrong count). ``checksum=False`` reads a file whose keywords are known to be stale.
+
 Files are written atomically: to a temporary file in the target's directory, then
 ``os.replace``, so a reader never sees a half-written file and a crash leaves the old one.
 
@@ -23,6 +28,7 @@ astropy is imported inside the functions, so ``frugal`` imports without it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -102,6 +108,44 @@ def _metadata(header, fits):
     return out
 
 
+#: The warnings astropy gives (``fits.open(..., checksum=True)``) for a CHECKSUM / DATASUM
+#: that does not match the HDU.
+_CHECKSUM_FAILED = re.compile(r"^(Checksum|Datasum) verification failed for HDU")
+
+
+@contextlib.contextmanager
+def _open_verified(path, where: str, checksum: bool):
+    """``fits.open`` of ``path`` with every HDU's CHECKSUM / DATASUM verified (when present
+    and ``checksum``): a mismatch raises ``ValueError`` naming the file."""
+    fits = _fits()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hdul = fits.open(path, memmap=False, checksum=checksum)
+        try:
+            hdul.readall()  # checks every HDU now, not lazily when one is first used
+        except BaseException:
+            hdul.close()
+            raise
+    failed = []
+    for w in caught:
+        text = str(w.message).strip()
+        if _CHECKSUM_FAILED.match(text):
+            failed.append(text.rstrip("."))
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if failed:
+        hdul.close()
+        raise ValueError(
+            f"{where} is corrupt: {'; '.join(failed)} (the stored CHECKSUM/DATASUM does not match the "
+            "file's contents). If the file was edited by a tool that leaves the old keywords (astropy "
+            "writing without checksum=True does), pass checksum=False to read it anyway"
+        )
+    try:
+        yield hdul
+    finally:
+        hdul.close()
+
+
 def _write_atomic(hdul, path, overwrite: bool):
     path = os.fspath(path)
     if not overwrite and os.path.exists(path):
@@ -165,7 +209,7 @@ def _energies_from_wcs(header, n: int, path) -> np.ndarray:
     return values * _unit_scale(header.get("CUNIT3"), f"{path} CUNIT3", values)
 
 
-def read_cube(path, *, energy_ext=None, hdu=None) -> FitsCube:
+def read_cube(path, *, energy_ext=None, hdu=None, checksum: bool = True) -> FitsCube:
     """Read a counts cube ``(E, H, W)`` and its channel energies (keV) from a FITS file.
 
     Parameters
@@ -177,16 +221,18 @@ def read_cube(path, *, energy_ext=None, hdu=None) -> FitsCube:
         header's spectral WCS on axis 3.
     hdu : str or int, optional
         Image HDU holding the cube; by default the first HDU with 3-D data.
+    checksum : bool
+        Verify the ``CHECKSUM`` / ``DATASUM`` keywords of every HDU that has them.
 
     Raises
     ------
     ValueError
-        No 3-D image, negative or non-finite counts, no energy information, energies that
+        A CHECKSUM or DATASUM that does not match (a corrupt file), no 3-D image, negative or non-finite counts, no energy information, energies that
         do not increase, or a layout that is not ``(E, H, W)``.
     """
     fits = _fits()
     where = os.fspath(path)
-    with fits.open(path, memmap=False) as hdul:
+    with _open_verified(path, where, checksum) as hdul:
         if hdu is None:
             images = [h for h in hdul if h.is_image and h.data is not None]
             if not images:
@@ -341,13 +387,13 @@ def write_maps(path, maps, *, names=None, header=None, units=None, overwrite: bo
     _write_atomic(fits.HDUList(hdus), path, overwrite)
 
 
-def read_maps(path) -> dict:
+def read_maps(path, *, checksum: bool = True) -> dict:
     """The maps written by :func:`write_maps`: a dict ``name -> (H, W) array`` in file
     order, keyed by the names as given to :func:`write_maps` (``MAPNAME``; FITS upper-cases
-    ``EXTNAME``), or by ``EXTNAME`` for files from elsewhere."""
-    fits = _fits()
+    ``EXTNAME``), or by ``EXTNAME`` for files from elsewhere. The ``CHECKSUM`` /
+    ``DATASUM`` keywords are verified as by :func:`read_cube`."""
     out = {}
-    with fits.open(path, memmap=False) as hdul:
+    with _open_verified(path, os.fspath(path), checksum) as hdul:
         for h in hdul[1:]:
             if h.is_image and h.data is not None:
                 out[str(h.header.get("MAPNAME", h.name))] = np.array(h.data)
