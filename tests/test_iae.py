@@ -1,6 +1,8 @@
 """IAE: barycentric weights, training quality, BSP, gradients, checkpoints, bad input."""
 
+import io
 import os
+import stat
 import zipfile
 
 import jax
@@ -247,7 +249,7 @@ def test_corrupt_truncated_and_wrong_version_raise(tmp_path, model):
         for item in zin.infolist():
             data = zin.read(item.filename)
             if item.filename == "header.json":
-                data = data.replace(b'"version": 1', b'"version": 99')
+                data = data.replace(f'"version": {ckpt.VERSION}'.encode(), b'"version": 99')
             zout.writestr(item.filename, data)
     with pytest.raises(iae.CheckpointError, match="version 99"):
         iae.load(wrong)
@@ -258,6 +260,109 @@ def test_corrupt_truncated_and_wrong_version_raise(tmp_path, model):
     text.write_text("not a checkpoint")
     with pytest.raises(ValueError):
         iae.load(text)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """An untrained but non-trivial IAE (random weights, every output layer non-zero): its
+    checkpoint is ~4.5 kB, small enough to damage at every byte."""
+    config = M.IAEConfig(n_channels=16, n_anchors=2, width=4, depth=1, latent_dim=2)
+    enc, dec = config.networks()
+    anchors = np.random.default_rng(0).uniform(0.5, 1.5, (2, 1, 16)).astype(np.float32)
+    pe = enc.init(jax.random.PRNGKey(0), anchors)
+    pd = dec.init(jax.random.PRNGKey(1), enc.apply(pe, anchors))
+    params = jax.tree.map(lambda a: a + 0.1 * jnp.sin(jnp.arange(a.size).reshape(a.shape) + 1.0),
+                          {"encoder": pe, "decoder": pd})
+    state = M.make_state(config, params, jnp.asarray(anchors.mean(0)), jnp.asarray(anchors),
+                         -np.ones(2, np.float32), 2 * np.ones(2, np.float32))
+    return M.IAEModel(config, state, {"best_epoch": 3, "history": {"epoch": [1, 2]}})
+
+
+def same_arrays(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a
+    )
+
+
+def same_model(a, b) -> bool:
+    la, lb = jax.tree.leaves(a.state), jax.tree.leaves(b.state)
+    return a.config == b.config and a.info == b.info and len(la) == len(lb) and all(
+        np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y) for x, y in zip(la, lb)
+    )
+
+
+def test_every_single_byte_flip_is_caught_or_harmless(tmp_path, tiny_model):
+    good = tmp_path / "good.frugal"
+    iae.save(tiny_model, good)
+    raw = good.read_bytes()
+    header, arrays = ckpt._read(good)
+    reference = iae.load(good)
+    flipped = tmp_path / "flipped.frugal"
+
+    def flip(i):
+        return raw[:i] + bytes([raw[i] ^ 0xFF]) + raw[i + 1:]
+
+    harmless = []
+    for i in range(len(raw)):
+        try:
+            # In memory: what load() does after opening the file, thousands of times faster.
+            got_header, got_arrays = ckpt._read_archive(io.BytesIO(flip(i)), "flipped")
+        except iae.CheckpointError:
+            continue
+        # Anything else escaping (zlib.error, NotImplementedError, ...) fails the test.
+        assert got_header == header and same_arrays(got_arrays, arrays), f"byte {i} changed what is read"
+        harmless.append(i)
+    # Flips in zip fields nobody reads (times, attributes) are harmless; most bytes matter.
+    assert 0 < len(harmless) < len(raw) // 2
+    # load() is a function of what it reads; build the model from files for a spread of the
+    # harmless flips (all of them would take a minute), and for a few harmful ones.
+    for i in harmless[:: max(1, len(harmless) // 12)]:
+        flipped.write_bytes(flip(i))
+        assert same_model(iae.load(flipped), reference), f"byte {i}"
+    for i in sorted(set(range(len(raw))) - set(harmless))[::400]:
+        flipped.write_bytes(flip(i))
+        with pytest.raises(iae.CheckpointError):
+            iae.load(flipped)
+
+
+def edit_header(src, dst, old: bytes, new: bytes):
+    """Rewrite a checkpoint with ``old`` replaced by ``new`` in header.json (zip CRCs redone)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "header.json":
+                assert old in data
+                data = data.replace(old, new)
+            zout.writestr(item.filename, data)
+
+
+@pytest.mark.parametrize("old,new", [
+    (b'"output": "exp"', b'"output": "linear"'),  # same arrays, a different model
+    (b'"rel_eps": 1e-06', b'"rel_eps": 0.1'),
+    (b'"best_epoch": 3', b'"best_epoch": 4'),
+])
+def test_header_edits_are_detected(tmp_path, tiny_model, old, new):
+    good = tmp_path / "good.frugal"
+    iae.save(tiny_model, good)
+    edit_header(good, tmp_path / "same.frugal", old, old)  # rewriting alone changes nothing
+    assert same_model(iae.load(tmp_path / "same.frugal"), iae.load(good))
+    edit_header(good, tmp_path / "edited.frugal", old, new)
+    with pytest.raises(iae.CheckpointError, match="header fails its checksum"):
+        iae.load(tmp_path / "edited.frugal")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002, 0o077])
+def test_saved_file_mode_follows_the_umask(tmp_path, tiny_model, umask):
+    old = os.umask(umask)
+    try:
+        iae.save(tiny_model, tmp_path / "model.frugal")
+        (tmp_path / "plain.txt").write_text("an ordinary new file")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(os.stat(tmp_path / "model.frugal").st_mode)
+    assert mode == 0o666 & ~umask
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
 
 
 def test_failed_write_leaves_old_file_intact(tmp_path, model, monkeypatch):

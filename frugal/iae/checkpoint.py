@@ -1,18 +1,24 @@
 """Saving and loading IAE models: one self-describing file, written atomically.
 
-Format (version 1): a zip archive (NumPy ``.npz``) holding
+Format (version 2): a zip archive (NumPy ``.npz``) holding
 
 * ``header.json``: format name and version, the :class:`IAEConfig`, training information,
-  the list of arrays with their shapes, dtypes and SHA-256 digests;
+  the list of arrays with their shapes, dtypes, sizes and SHA-256 digests;
+* ``header.sha256``: the SHA-256 digest of ``header.json``, so that the header (the
+  configuration, hence which model the arrays describe) is covered like the arrays;
 * one ``.npy`` member per array, named by its path in the state pytree
   (``params/decoder/params/output/kernel``, ``reference``, ``anchors``, ...), and, for a
   resumable training checkpoint, the optimiser state and best parameters under
-  ``training/``.
+  ``training/``. The digest of an array is that of its whole ``.npy`` member (the
+  ``.npy`` header too), so a changed dtype or shape fails it as well as changed data.
 
-The file is written to a temporary file in the same directory, flushed to disk and moved
-over the destination with ``os.replace``: a crash leaves either the old file or the new
-one, never half of one. Loading checks the format, version, digests and that the arrays
-fit the architecture; anything else raises :class:`CheckpointError` (a ``ValueError``).
+The file is written to a temporary file in the same directory (created with mode
+``0o666`` less the umask, like any other file), flushed to disk and moved over the
+destination with ``os.replace``: a crash leaves either the old file or the new one, never
+half of one. Loading checks the digests *before* parsing anything they cover, then the
+format, version and that the arrays fit the architecture: a damaged file either raises
+:class:`CheckpointError` (a ``ValueError``) or, if the damage missed everything that is
+read (zip padding, comments), loads the very model that was saved.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 
 import jax
@@ -31,7 +37,12 @@ import numpy as np
 from frugal.iae import model as M
 
 FORMAT = "frugal-iae"
-VERSION = 1
+#: Version 2 added ``header.sha256`` and digests of whole ``.npy`` members; version 1 files
+#: (whose header no digest covered) are refused rather than trusted.
+VERSION = 2
+
+_HEADER = "header.json"
+_HEADER_DIGEST = "header.sha256"
 
 
 class CheckpointError(ValueError):
@@ -73,9 +84,25 @@ def _json_default(obj):
     raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint header")
 
 
+def _create_temporary(directory: str) -> tuple[int, str]:
+    """A new, empty file next to the destination: ``(fd, path)``.
+
+    ``tempfile.mkstemp`` would create it with mode 0600 whatever the umask; ``os.open``
+    with 0666 lets the kernel apply the umask, so the checkpoint gets the permissions any
+    other new file of the user would (and a shared directory stays shared).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.frugal")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # a name drawn twice: draw again
+            continue
+
+
 def _atomic_write(path: str, payload: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".frugal", dir=directory)
+    fd, tmp = _create_temporary(directory)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -86,6 +113,12 @@ def _atomic_write(path: str, payload: bytes) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    member = io.BytesIO()
+    np.lib.format.write_array(member, np.array(arr, order="C"), allow_pickle=False)
+    return member.getvalue()
 
 
 def save(model: M.IAEModel, path, *, training: dict | None = None) -> None:
@@ -108,6 +141,7 @@ def save(model: M.IAEModel, path, *, training: dict | None = None) -> None:
                                             if jnp.issubdtype(training["key"].dtype, jax.dtypes.prng_key)
                                             else training["key"])
         extra = {k: v for k, v in training.items() if k not in ("params", "opt_state", "best_params", "key")}
+    members = {key: _npy_bytes(arr) for key, arr in arrays.items()}
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -115,50 +149,80 @@ def save(model: M.IAEModel, path, *, training: dict | None = None) -> None:
         "info": model.info,
         "training": extra or None,
         "arrays": {
-            k: {"shape": list(a.shape), "dtype": str(a.dtype), "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
+            k: {"shape": list(a.shape), "dtype": str(a.dtype), "nbytes": len(members[k]),
+                "sha256": hashlib.sha256(members[k]).hexdigest()}
             for k, a in arrays.items()
         },
     }
+    header_bytes = json.dumps(header, default=_json_default).encode("utf-8")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("header.json", json.dumps(header, default=_json_default))
-        for key, arr in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.array(arr, order="C"), allow_pickle=False)
-            zf.writestr(key + ".npy", member.getvalue())
+        zf.writestr(_HEADER, header_bytes)
+        zf.writestr(_HEADER_DIGEST, hashlib.sha256(header_bytes).hexdigest())
+        for key, member in members.items():
+            zf.writestr(key + ".npy", member)
     _atomic_write(path, buf.getvalue())
+
+
+def _parse(zf: zipfile.ZipFile, path: str) -> tuple[dict, dict]:
+    infos = {info.filename: info for info in zf.infolist()}
+    if _HEADER not in infos:
+        raise CheckpointError(f"{path!r} is not a frugal IAE checkpoint (no header)")
+    header_bytes = zf.read(_HEADER)
+    header = json.loads(header_bytes)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else None
+        raise CheckpointError(f"{path!r} is not a frugal IAE checkpoint (format {found!r})")
+    if header.get("version") != VERSION:
+        raise CheckpointError(
+            f"checkpoint {path!r} has format version {header.get('version')!r}; this frugal reads "
+            f"version {VERSION}"
+        )
+    if _HEADER_DIGEST not in infos:
+        raise CheckpointError(f"checkpoint {path!r} is truncated: the digest of its header is missing")
+    if zf.read(_HEADER_DIGEST).decode("ascii").strip() != hashlib.sha256(header_bytes).hexdigest():
+        raise CheckpointError(f"checkpoint {path!r} is corrupt: its header fails its checksum")
+    # From here the header is what save wrote; each member is checked against it before
+    # NumPy parses it (a damaged .npy header could otherwise ask for any allocation).
+    arrays = {}
+    for key, meta in header["arrays"].items():
+        name = key + ".npy"
+        if name not in infos:
+            raise CheckpointError(f"checkpoint {path!r} is truncated: array {key!r} is missing")
+        if infos[name].file_size != meta["nbytes"]:
+            raise CheckpointError(
+                f"checkpoint {path!r} is corrupt: array {key!r} has {infos[name].file_size} bytes, "
+                f"its header says {meta['nbytes']}"
+            )
+        raw = zf.read(name)
+        if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
+            raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key!r} fails its checksum")
+        arrays[key] = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    return header, arrays
+
+
+def _read_archive(source, path: str) -> tuple[dict, dict]:
+    """``(header, arrays)`` of the checkpoint in ``source`` (a file name or binary file
+    object; ``path`` names it in messages), every failure a :class:`CheckpointError`."""
+    try:
+        with zipfile.ZipFile(source) as zf:
+            return _parse(zf, path)
+    except CheckpointError:
+        raise
+    except Exception as err:
+        # A damaged zip fails in many ways (BadZipFile, zlib.error, NotImplementedError for
+        # a flipped compression method, RuntimeError for a flipped encryption flag, EOFError,
+        # UnicodeDecodeError, ...): whichever it is, the file is what is wrong.
+        raise CheckpointError(
+            f"checkpoint {path!r} is corrupt or truncated: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _read(path) -> tuple[dict, dict]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            if "header.json" not in names:
-                raise CheckpointError(f"{path!r} is not a frugal IAE checkpoint (no header)")
-            header = json.loads(zf.read("header.json"))
-            if header.get("format") != FORMAT:
-                raise CheckpointError(f"{path!r} is not a frugal IAE checkpoint (format {header.get('format')!r})")
-            if header.get("version") != VERSION:
-                raise CheckpointError(
-                    f"checkpoint {path!r} has format version {header.get('version')!r}; this frugal reads "
-                    f"version {VERSION}"
-                )
-            arrays = {}
-            for key, meta in header["arrays"].items():
-                if key + ".npy" not in names:
-                    raise CheckpointError(f"checkpoint {path!r} is truncated: array {key!r} is missing")
-                arr = np.lib.format.read_array(io.BytesIO(zf.read(key + ".npy")), allow_pickle=False)
-                if list(arr.shape) != meta["shape"] or hashlib.sha256(arr.tobytes()).hexdigest() != meta["sha256"]:
-                    raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key!r} fails its checksum")
-                arrays[key] = arr
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {path!r} is corrupt or truncated: {err}") from err
-    return header, arrays
+    return _read_archive(path, path)
 
 
 def load(path) -> M.IAEModel:
