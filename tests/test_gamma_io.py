@@ -330,3 +330,131 @@ def test_read_the_geant4_data_set(geant4_dir):
     bkg = io.read_background(geant4_dir / "background_NaITl_3inch_measured_1keV.txt")
     assert bkg.counts.shape == (2200,) and 2.6e6 < bkg.counts.sum() < 2.8e6
     np.testing.assert_array_equal(bkg.energies[:2], [0.5, 1.5])
+
+
+# ------------------------------------------------------------------ bad files, bounded memory
+
+
+def test_live_and_real_times_must_be_finite_and_non_negative(tmp_path):
+    path = tmp_path / "t.spe"
+    for times, field in (("nan 602", "live time"), ("-600 602", "live time"), ("inf 602", "live time"),
+                         ("600 -1", "real time"), ("600 nan", "real time")):
+        path.write_text(MAESTRO.replace("600 602", times))
+        with pytest.raises(ValueError, match=rf"t\.spe: line 8: the {field} \(\$MEAS_TIM:\) must be a finite"):
+            io.read_spectrum(path)
+    path.write_text(MAESTRO.replace("600 602", "0 0"))  # zero is a time (e.g. an empty run)
+    assert io.read_spectrum(path).live_time == 0.0
+    n42 = tmp_path / "t.n42"
+    n42.write_text(N42.replace("PT120.5S", "-120.5"))
+    with pytest.raises(ValueError, match=r"t\.n42: <LiveTimeDuration> must be a finite, non-negative"):
+        io.read_spectrum(n42)
+    n42.write_text(N42.replace("PT2M5S", "NaN"))
+    with pytest.raises(ValueError, match=r"t\.n42: <RealTimeDuration> must be a finite"):
+        io.read_spectrum(n42)
+    n42.write_text(N42.replace("PT120.5S", "PT-5S"))
+    with pytest.raises(ValueError, match=r"t\.n42: <LiveTimeDuration> 'PT-5S' is not a duration"):
+        io.read_spectrum(n42)
+    (tmp_path / "one.txt").write_text("5\n0\n7\n")
+    with pytest.raises(ValueError, match="live_time must be >= 0"):
+        io.read_spectrum(tmp_path / "one.txt", live_time=-1.0)
+    with pytest.raises(ValueError, match="live_time must be finite"):
+        io.read_spectrum(tmp_path / "one.txt", live_time=float("nan"))
+    with pytest.raises(ValueError, match="kev_per_channel must be > 0"):
+        io.read_spectrum(tmp_path / "one.txt", kev_per_channel=0.0)
+
+
+def test_energy_calibrations_must_be_finite_and_increasing(tmp_path):
+    path = tmp_path / "cal.spe"
+    for fit in ("nan 0.25", "-0.5 inf"):
+        path.write_text(MAESTRO.replace("-0.5 0.25", fit))
+        with pytest.raises(ValueError, match=r"cal\.spe: line 17: \$ENER_FIT: coefficients must be finite"):
+            io.read_spectrum(path)
+    path.write_text(MAESTRO.replace("-0.5 0.25", "10 -0.25"))  # decreasing
+    with pytest.raises(ValueError, match=r"cal\.spe: line 17: \$ENER_FIT: calibration .* strictly increasing.*"
+                                         r"channel 1 \(9\.75\) is not above channel 0 \(10\)"):
+        io.read_spectrum(path)
+    # a quadratic that turns over inside the channel range: E = ch - 0.2 ch^2 peaks at 2.5
+    path.write_text(MAESTRO.replace("$ENDRECORD:", "$MCA_CAL:\n3\n0 1 -0.2 keV\n$ENDRECORD:"))
+    with pytest.raises(ValueError, match=r"\$MCA_CAL: calibration .* channel 3 \(1\.2\) is not above channel 2"):
+        io.read_spectrum(path)
+    # ... which is fine where it still rises over the channels the file has (0..5)
+    path.write_text(MAESTRO.replace("$ENDRECORD:", "$MCA_CAL:\n3\n0 1 -0.05 keV\n$ENDRECORD:"))
+    np.testing.assert_allclose(io.read_spectrum(path).energies, np.arange(6) - 0.05 * np.arange(6) ** 2)
+    path.write_text(MAESTRO.replace("$ENDRECORD:", "$MCA_CAL:\n3\n1 0.5\n$ENDRECORD:"))
+    with pytest.raises(ValueError, match=r"\$MCA_CAL: announces 3 coefficients, gives 2"):
+        io.read_spectrum(path)
+    n42 = tmp_path / "cal.n42"
+    n42.write_text(N42.replace("0.5 3.0 0", "0.5 -3.0 0"))
+    with pytest.raises(ValueError, match=r"cal\.n42: <CoefficientValues> calibration .* strictly increasing"):
+        io.read_spectrum(n42)
+    n42.write_text(N42.replace("0.5 3.0 0", "0.5 nan 0"))
+    with pytest.raises(ValueError, match=r"cal\.n42: <CoefficientValues> coefficients must be finite"):
+        io.read_spectrum(n42)
+    # the energy column of a two-column text file
+    for rows, bad in (("10,4\nnan,6\n15,1\n", "non-finite energy \\(nan\\) at channel 1"),
+                      ("10,4\ninf,6\n15,1\n", "non-finite energy \\(inf\\) at channel 1"),
+                      ("10,4\n12,6\n12,1\n", "channel 2 \\(12\\) is not above channel 1 \\(12\\)")):
+        (tmp_path / "e.csv").write_text(rows)
+        with pytest.raises(ValueError, match=rf"e\.csv: the energy column \(column 1\) .*{bad}"):
+            io.read_spectrum(tmp_path / "e.csv")
+    np.save(tmp_path / "e.npy", np.array([[1.0, 9.0], [np.nan, 8.0]]))
+    with pytest.raises(ValueError, match=r"e\.npy: the energy column .*non-finite"):
+        io.read_spectrum(tmp_path / "e.npy")
+
+
+def test_oversized_files_are_refused_before_reading(tmp_path):
+    # A sparse file just over the limit: refused from its size, at once.
+    for name in ("huge.txt", "huge.spe"):
+        with open(tmp_path / name, "wb") as fh:
+            fh.truncate(io.MAX_TEXT_BYTES + 1)
+        with pytest.raises(ValueError, match=rf"{name}: 256 MiB is too large for a spectrum text file"):
+            io.read_spectrum(tmp_path / name)
+    # No line breaks: read at most MAX_LINE_CHARS characters.
+    (tmp_path / "oneline.txt").write_text("1 " * (io.MAX_LINE_CHARS // 2 + 1))
+    with pytest.raises(ValueError, match=r"oneline\.txt: line 1 is longer than 1048576 characters"):
+        io.read_spectrum(tmp_path / "oneline.txt")
+    # $DATA: announcing more channels than any spectrum has: refused before reading the counts.
+    (tmp_path / "range.spe").write_text(MAESTRO.replace("0 5", "0 99999999"))
+    with pytest.raises(ValueError, match=r"range\.spe: line 10: \$DATA: 0\.\.99999999: more than 4194304 channels"):
+        io.read_spectrum(tmp_path / "range.spe")
+
+
+def test_channel_limit_of_text_readers(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "MAX_CHANNELS", 4)
+    (tmp_path / "five.txt").write_text("1\n2\n3\n4\n5\n")
+    with pytest.raises(ValueError, match=r"five\.txt: more than 4 channels \(line 5\)"):
+        io.read_spectrum(tmp_path / "five.txt")
+    (tmp_path / "four.csv").write_text("e,c\n1,1\n2,2\n3,3\n4,4\n")
+    assert io.read_spectrum(tmp_path / "four.csv").counts.size == 4
+    np.save(tmp_path / "five.npy", np.ones(5))
+    with pytest.raises(ValueError, match=r"five\.npy: more than 4 channels"):
+        io.read_spectrum(tmp_path / "five.npy")
+    d = tmp_path / "g" / "Cs137"
+    d.mkdir(parents=True)
+    (d / "GRS_NaITl_Cs137_STEEL1__0mm.dat").write_text("1\n2\n3\n4\n5\n")
+    with pytest.raises(ValueError, match=r"STEEL1__0mm\.dat: more than 4 channels"):
+        io.read_family(tmp_path / "g", "Cs137")
+
+
+def test_text_readers_memory_is_a_few_bytes_per_channel(tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n = 40_000
+    counts = rng.poisson(50.0, n)
+    energies = 1.0 + 0.5 * np.arange(n)
+    (tmp_path / "a.txt").write_text("\n".join(map(str, counts)) + "\n")
+    (tmp_path / "b.csv").write_text("".join(f"{e:.1f},{c}\n" for e, c in zip(energies, counts)))
+    lines = ["$MEAS_TIM:", "10 11", "$DATA:", f"0 {n - 1}"] + [f"{c:8d}" for c in counts]
+    (tmp_path / "c.spe").write_text("\n".join(lines + ["$ENER_FIT:", "1 0.5", "$ENDRECORD:"]) + "\n")
+    for name in ("a.txt", "b.csv", "c.spe"):
+        tracemalloc.start()
+        try:
+            s = io.read_spectrum(tmp_path / name)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(s.counts, counts)
+        # The result is 16 bytes a channel (counts, energies); lists of Python floats took
+        # 160-280. Allow 4x the result for the parse buffers and temporaries.
+        assert peak < 64 * n, f"{name}: {peak / n:.0f} bytes per channel"

@@ -18,13 +18,19 @@ preprocessing bin ``k`` covers ``[18 + 2k, 20 + 2k)`` keV, centre ``19 + 2k`` --
 axis as :func:`frugal.gamma.simulate.bin_centres` of the default bins.
 
 Every reader raises ``ValueError`` naming the file (and line) for a missing file, a
-malformed line, a negative or non-finite count, or mismatched lengths.
+malformed line, a negative or non-finite count, mismatched lengths, a negative or
+non-finite live or real time, or an energy calibration that is not finite and strictly
+increasing over the channels. Text readers stream their file with bounded memory: they
+refuse a file larger than :data:`MAX_TEXT_BYTES`, a line longer than
+:data:`MAX_LINE_CHARS` or more than :data:`MAX_CHANNELS` channels (no spectrum is that
+large; a file that is is something else, and reading it whole could exhaust memory).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from array import array
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -33,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from frugal._validation import check_array, check_int
+from frugal._validation import check_array, check_float, check_int
 from frugal.data.families import Family, Split
 
 __all__ = [
@@ -69,11 +75,51 @@ class Spectrum(NamedTuple):
 # --------------------------------------------------------------------------------------
 
 
+#: Most channels a spectrum file may hold. Detectors have up to 2^16 channels and rebinned
+#: list-mode data a few million; more means the file is not a spectrum.
+MAX_CHANNELS = 1 << 22
+
+#: Largest text spectrum file, in bytes: MAX_CHANNELS lines of "energy, counts" fit with room
+#: to spare, and a larger file is refused before any of it is read.
+MAX_TEXT_BYTES = 256 << 20
+
+#: Longest line of a text spectrum file, in characters (65536 counts on one line fit): a
+#: line is read at most this far, so a file without line breaks is never read whole.
+MAX_LINE_CHARS = 1 << 20
+
+
 def _path(path, what="file") -> Path:
     p = Path(os.fspath(path))
     if not p.exists():
         raise ValueError(f"{what} {str(p)!r} does not exist")
     return p
+
+
+def _text_lines(path: Path):
+    """``(lineno, line)`` of a text file, streamed; refuses files and lines over the limits."""
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        raise ValueError(
+            f"{path}: {size / 2**20:.0f} MiB is too large for a spectrum text file (limit "
+            f"{MAX_TEXT_BYTES >> 20} MiB, at most {MAX_CHANNELS} channels); is it a spectrum?"
+        )
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        lineno = 0
+        while True:
+            line = fh.readline(MAX_LINE_CHARS + 1)
+            if not line:
+                return
+            lineno += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise ValueError(
+                    f"{path}: line {lineno} is longer than {MAX_LINE_CHARS} characters; "
+                    "not a spectrum text file"
+                )
+            yield lineno, line
+
+
+def _too_many_channels(where, n) -> ValueError:
+    return ValueError(f"{where}: more than {MAX_CHANNELS} channels ({n}); not a spectrum")
 
 
 def _check_counts(counts, where: str) -> np.ndarray:
@@ -89,6 +135,32 @@ def _check_counts(counts, where: str) -> np.ndarray:
     return c
 
 
+def _check_seconds(value: float, field: str, where: str) -> float:
+    """A live or real time read from a file: finite and non-negative."""
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{where}: {field} must be a finite, non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_energies(energies: np.ndarray, field: str, where: str, first_channel: int = 0) -> np.ndarray:
+    """Channel energies from ``field`` (a calibration or a column): finite, strictly increasing."""
+    finite = np.isfinite(energies)
+    if not np.all(finite):
+        k = int(np.argmin(finite))
+        raise ValueError(
+            f"{where}: {field} gives a non-finite energy ({energies[k]}) at channel {first_channel + k}"
+        )
+    rising = np.diff(energies) > 0
+    if not np.all(rising):
+        k = int(np.argmin(rising))
+        raise ValueError(
+            f"{where}: {field} must give strictly increasing energies, but channel "
+            f"{first_channel + k + 1} ({energies[k + 1]:.6g}) is not above channel "
+            f"{first_channel + k} ({energies[k]:.6g})"
+        )
+    return energies
+
+
 def _channel_energies(n: int, kev_per_channel, first_channel: int = 0):
     ch = np.arange(first_channel, first_channel + n, dtype=np.float64)
     if kev_per_channel is None:
@@ -96,36 +168,50 @@ def _channel_energies(n: int, kev_per_channel, first_channel: int = 0):
     return (ch + 0.5) * float(kev_per_channel), True
 
 
-def _polynomial_energies(coeffs, n: int, first_channel: int = 0):
+def _polynomial_energies(coeffs, n: int, first_channel: int, field: str, where: str):
+    """Energies of channels ``first_channel..`` from a polynomial calibration, checked."""
+    c = np.asarray(coeffs, dtype=np.float64)
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"{where}: {field} coefficients must be finite, got {tuple(coeffs)}")
     ch = np.arange(first_channel, first_channel + n, dtype=np.float64)
-    return np.polynomial.polynomial.polyval(ch, np.asarray(coeffs, dtype=np.float64))
+    energies = np.polynomial.polynomial.polyval(ch, c)
+    return _check_energies(energies, f"{field} calibration {tuple(float(v) for v in c)}", where, first_channel)
 
 
 _SPLIT = re.compile(r"[,;\s]+")
 
 
 def _read_table(path: Path, *, delimiter=None) -> np.ndarray:
-    """Numeric table of a text file: one or two columns, optional header line, '#' comments."""
-    rows = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            text = line.split("#", 1)[0].strip()
-            if not text:
+    """Numeric table of a text file: one or two columns, optional header line, '#' comments.
+
+    Streams the file into a compact buffer (8 bytes a value) and stops at
+    :data:`MAX_CHANNELS` rows.
+    """
+    values = array("d")
+    ncols = None
+    for lineno, line in _text_lines(path):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        fields = [f for f in (text.split(delimiter) if delimiter else _SPLIT.split(text)) if f != ""]
+        if not fields:
+            continue
+        try:
+            row = [float(f) for f in fields]
+        except ValueError:
+            if ncols is None:  # a header line
                 continue
-            fields = [f for f in (text.split(delimiter) if delimiter else _SPLIT.split(text)) if f != ""]
-            try:
-                rows.append([float(f) for f in fields])
-            except ValueError:
-                if not rows:  # a header line
-                    continue
-                raise ValueError(f"{path}: line {lineno} is not numeric: {line.strip()!r}") from None
-            if len(rows[-1]) != len(rows[0]):
-                raise ValueError(
-                    f"{path}: line {lineno} has {len(rows[-1])} columns, expected {len(rows[0])}"
-                )
-    if not rows:
+            raise ValueError(f"{path}: line {lineno} is not numeric: {line.strip()!r}") from None
+        if ncols is None:
+            ncols = len(row)
+        elif len(row) != ncols:
+            raise ValueError(f"{path}: line {lineno} has {len(row)} columns, expected {ncols}")
+        if len(values) >= ncols * MAX_CHANNELS:
+            raise _too_many_channels(path, f"line {lineno}")
+        values.extend(row)
+    if ncols is None:
         raise ValueError(f"{path}: no numeric data")
-    return np.array(rows, dtype=np.float64)
+    return np.frombuffer(values, dtype=np.float64).reshape(-1, ncols)
 
 
 def _table_spectrum(table: np.ndarray, where: str, kev_per_channel) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -134,9 +220,7 @@ def _table_spectrum(table: np.ndarray, where: str, kev_per_channel) -> tuple[np.
         energies, calibrated = _channel_energies(counts.size, kev_per_channel)
         return counts, energies, calibrated
     if table.shape[1] == 2:
-        energies = table[:, 0]
-        if not np.all(np.isfinite(energies)) or np.any(np.diff(energies) <= 0):
-            raise ValueError(f"{where}: the energy column must be finite and increasing")
+        energies = _check_energies(np.array(table[:, 0], dtype=np.float64), "the energy column (column 1)", where)
         return _check_counts(table[:, 1], where), energies, True
     raise ValueError(f"{where}: expected one column (counts) or two (energy, counts), got {table.shape[1]}")
 
@@ -146,50 +230,89 @@ def _table_spectrum(table: np.ndarray, where: str, kev_per_channel) -> tuple[np.
 # --------------------------------------------------------------------------------------
 
 
+#: Sections of a .spe file that are read besides ``$DATA:`` (others are skipped unread).
+_SPE_KEPT = ("MEAS_TIM", "MCA_CAL", "ENER_FIT", "SPEC_ID", "SPEC_REM", "DATE_MEA")
+
+#: Most lines kept of one of those sections (each is a few lines in a real file).
+_SPE_SECTION_LINES = 1000
+
+
 def _read_spe(path: Path, kev_per_channel) -> Spectrum:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = [ln.rstrip("\r\n") for ln in fh]
+    # One pass over the lines: the counts go straight into an array of the size $DATA:
+    # announces (at most MAX_CHANNELS), only the few metadata sections above are kept.
     sections: dict[str, list[tuple[int, str]]] = {}
     key = None
-    for lineno, line in enumerate(lines, start=1):
+    counts = None
+    first = last = n = filled = 0
+    data_seen = False
+    for lineno, line in _text_lines(path):
         s = line.strip()
         if s.startswith("$"):
             key = s[1:].rstrip(":").strip().upper()
-            sections.setdefault(key, [])
-        elif key is not None and s:
-            sections[key].append((lineno, s))
-    if "DATA" not in sections or not sections["DATA"]:
+            if key == "DATA":
+                if data_seen:
+                    raise ValueError(f"{path}: line {lineno}: a second $DATA: section")
+                data_seen = True
+            elif key in _SPE_KEPT:
+                sections.setdefault(key, [])
+            continue
+        if not s or key is None:
+            continue
+        if key == "DATA":
+            if counts is None:
+                try:
+                    first, last = (int(v) for v in s.split()[:2])
+                except ValueError:
+                    raise ValueError(f"{path}: line {lineno}: $DATA: needs 'first last' channel numbers") from None
+                n = last - first + 1
+                if n < 1:
+                    raise ValueError(f"{path}: line {lineno}: $DATA: channel range {first}..{last} is empty")
+                if n > MAX_CHANNELS:
+                    raise _too_many_channels(f"{path}: line {lineno}: $DATA: {first}..{last}", n)
+                counts = np.empty(n, dtype=np.float64)
+                continue
+            for f in s.split():
+                try:
+                    value = float(f)
+                except ValueError:
+                    raise ValueError(f"{path}: line {lineno}: count {f!r} is not a number") from None
+                if filled == n:
+                    raise ValueError(
+                        f"{path}: $DATA: announces {n} channels ({first}..{last}) but holds more counts "
+                        f"(line {lineno})"
+                    )
+                counts[filled] = value
+                filled += 1
+        elif key in _SPE_KEPT:
+            kept = sections[key]
+            if len(kept) >= _SPE_SECTION_LINES:
+                raise ValueError(
+                    f"{path}: line {lineno}: ${key}: has more than {_SPE_SECTION_LINES} lines; "
+                    "not an IAEA/Maestro .spe file?"
+                )
+            kept.append((lineno, s))
+    if counts is None:
         raise ValueError(f"{path}: no $DATA: section (not an IAEA/Maestro .spe file?)")
-    data = sections["DATA"]
-    try:
-        first, last = (int(v) for v in data[0][1].split()[:2])
-    except ValueError:
-        raise ValueError(f"{path}: line {data[0][0]}: $DATA: needs 'first last' channel numbers") from None
-    values = []
-    for lineno, s in data[1:]:
-        for f in s.split():
-            try:
-                values.append(float(f))
-            except ValueError:
-                raise ValueError(f"{path}: line {lineno}: count {f!r} is not a number") from None
-    n = last - first + 1
-    if len(values) != n:
-        raise ValueError(f"{path}: $DATA: announces {n} channels ({first}..{last}) but holds {len(values)} counts")
-    counts = _check_counts(values, str(path))
+    if filled != n:
+        raise ValueError(f"{path}: $DATA: announces {n} channels ({first}..{last}) but holds {filled} counts")
+    counts = _check_counts(counts, str(path))
     meta: dict = {"source": str(path), "format": "spe", "first_channel": first}
     live = None
     if sections.get("MEAS_TIM"):
-        parts = sections["MEAS_TIM"][0][1].split()
+        lineno, text = sections["MEAS_TIM"][0]
+        parts = text.split()
         try:
             live = float(parts[0])
-            if len(parts) > 1:
-                meta["real_time"] = float(parts[1])
+            real = float(parts[1]) if len(parts) > 1 else None
         except ValueError:
-            raise ValueError(f"{path}: $MEAS_TIM: must be 'live real' seconds") from None
+            raise ValueError(f"{path}: line {lineno}: $MEAS_TIM: must be 'live real' seconds") from None
+        live = _check_seconds(live, "the live time ($MEAS_TIM:)", f"{path}: line {lineno}")
+        if real is not None:
+            meta["real_time"] = _check_seconds(real, "the real time ($MEAS_TIM:)", f"{path}: line {lineno}")
     for k in ("SPEC_ID", "SPEC_REM", "DATE_MEA"):
         if sections.get(k):
             meta[k.lower()] = "\n".join(s for _, s in sections[k])
-    coeffs = None
+    coeffs = field = None
     if sections.get("MCA_CAL") and len(sections["MCA_CAL"]) >= 2:
         lineno, s = sections["MCA_CAL"][1]
         fields = s.split()
@@ -198,19 +321,25 @@ def _read_spe(path: Path, kev_per_channel) -> Spectrum:
             coeffs = [float(v) for v in fields[:m]]
         except (ValueError, IndexError):
             raise ValueError(f"{path}: line {lineno}: malformed $MCA_CAL: coefficients") from None
+        if m < 1 or len(coeffs) < m:
+            raise ValueError(f"{path}: line {lineno}: $MCA_CAL: announces {m} coefficients, gives {len(coeffs)}")
         if len(fields) > m:
             meta["energy_unit"] = fields[m]
+        field = f"line {lineno}: $MCA_CAL:"
     elif sections.get("ENER_FIT"):
         lineno, s = sections["ENER_FIT"][0]
         try:
             coeffs = [float(v) for v in s.split()]
         except ValueError:
             raise ValueError(f"{path}: line {lineno}: malformed $ENER_FIT: coefficients") from None
-    if coeffs is not None and any(c != 0 for c in coeffs[1:]):
+        field = f"line {lineno}: $ENER_FIT:"
+    if coeffs is not None and any(c != 0 for c in coeffs[1:]):  # all zero: "not calibrated"
         meta["calibration"] = tuple(coeffs)
-        energies = _polynomial_energies(coeffs, n, first)
+        energies = _polynomial_energies(coeffs, n, first, field, str(path))
         calibrated = True
     else:
+        if coeffs is not None and not np.isfinite(coeffs[0]):
+            raise ValueError(f"{path}: {field} coefficients must be finite, got {tuple(coeffs)}")
         energies, calibrated = _channel_energies(n, kev_per_channel, first)
     meta["calibrated"] = calibrated
     return Spectrum(counts, energies, live, meta)
@@ -295,30 +424,47 @@ def _read_n42(path: Path, kev_per_channel) -> Spectrum:
     if data[0].get("compressionCode", "None") not in ("None", ""):
         raise ValueError(f"{path}: compressed <ChannelData> ({data[0].get('compressionCode')}) is not supported")
     try:
-        values = [float(v) for v in data[0].text.split()]
+        values = np.array(data[0].text.split(), dtype=np.float64)
     except ValueError:
         raise ValueError(f"{path}: <ChannelData> holds a non-numeric value") from None
+    if values.size > MAX_CHANNELS:
+        raise _too_many_channels(f"{path}: <ChannelData>", values.size)
     counts = _check_counts(values, str(path))
     meta: dict = {"source": str(path), "format": "n42"}
+
+    def seconds(e):
+        text = e.text.strip()
+        try:
+            value = _iso_duration_seconds(text) if text.startswith("P") else float(text)
+        except ValueError:
+            raise ValueError(f"{path}: <{_local(e.tag)}> {text!r} is not a duration") from None
+        return _check_seconds(value, f"<{_local(e.tag)}>", str(path))
+
     live = None
     for e in elements:
         name = _local(e.tag)
         if name in ("LiveTimeDuration", "LiveTime") and e.text and live is None:
-            live = _iso_duration_seconds(e.text) if e.text.strip().startswith("P") else float(e.text)
+            live = seconds(e)
         elif name in ("RealTimeDuration", "RealTime") and e.text and "real_time" not in meta:
-            meta["real_time"] = _iso_duration_seconds(e.text) if e.text.strip().startswith("P") else float(e.text)
+            meta["real_time"] = seconds(e)
         elif name == "StartDateTime" and e.text:
             meta.setdefault("date_mea", e.text.strip())
     coeffs = None
     for e in elements:
         if _local(e.tag) in ("CoefficientValues", "Coefficients") and e.text and e.text.strip():
-            coeffs = [float(v) for v in e.text.split()]
+            try:
+                coeffs = [float(v) for v in e.text.split()]
+            except ValueError:
+                raise ValueError(f"{path}: <{_local(e.tag)}> holds a non-numeric coefficient") from None
+            field = f"<{_local(e.tag)}>"
             break
-    if coeffs is not None and len(coeffs) > 1 and any(c != 0 for c in coeffs[1:]):
+    if coeffs is not None and any(c != 0 for c in coeffs[1:]):  # all zero: "not calibrated"
         meta["calibration"] = tuple(coeffs)
-        energies = _polynomial_energies(coeffs, counts.size)
+        energies = _polynomial_energies(coeffs, counts.size, 0, field, str(path))
         calibrated = True
     else:
+        if coeffs is not None and not np.isfinite(coeffs[0]):
+            raise ValueError(f"{path}: {field} coefficients must be finite, got {tuple(coeffs)}")
         energies, calibrated = _channel_energies(counts.size, kev_per_channel)
     meta["calibrated"] = calibrated
     return Spectrum(counts, energies, live, meta)
@@ -350,6 +496,10 @@ def read_spectrum(path, *, kev_per_channel: float | None = None, live_time: floa
     p = _path(path)
     if p.is_dir():
         raise ValueError(f"{p} is a directory, not a spectrum file")
+    if kev_per_channel is not None:
+        kev_per_channel = check_float(kev_per_channel, "kev_per_channel", minimum=0.0, strict=True)
+    if live_time is not None:
+        live_time = check_float(live_time, "live_time", minimum=0.0)
     ext = p.suffix.lower()
     if ext == ".spe":
         spec = _read_spe(p, kev_per_channel)
@@ -358,12 +508,15 @@ def read_spectrum(path, *, kev_per_channel: float | None = None, live_time: floa
     else:
         if ext == ".npy":
             try:
-                table = np.load(p, allow_pickle=False)
+                # Mapped: the shape is checked before anything is read into memory.
+                table = np.load(p, allow_pickle=False, mmap_mode="r")
             except ValueError as err:
                 raise ValueError(f"{p}: not a numeric .npy array ({err})") from None
             if table.ndim not in (1, 2):
                 raise ValueError(f"{p}: expected a (n,) or (n, 2) array, got shape {table.shape}")
-            table = np.asarray(table, dtype=np.float64)
+            if table.shape[0] > MAX_CHANNELS:
+                raise _too_many_channels(p, table.shape[0])
+            table = np.array(table, dtype=np.float64)  # a copy: the result must not map the file
             fmt = "npy"
         else:
             table = _read_table(p)
@@ -401,17 +554,18 @@ def geant4_thickness(name: str) -> float:
 
 
 def _read_counts_column(path: Path) -> np.ndarray:
-    values = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            s = line.strip()
-            if not s:
-                continue
-            try:
-                values.append(float(s))
-            except ValueError:
-                raise ValueError(f"{path}: line {lineno} is not a count: {s!r}") from None
-    return _check_counts(values, str(path))
+    values = array("d")
+    for lineno, line in _text_lines(path):
+        s = line.strip()
+        if not s:
+            continue
+        try:
+            values.append(float(s))
+        except ValueError:
+            raise ValueError(f"{path}: line {lineno} is not a count: {s!r}") from None
+        if len(values) > MAX_CHANNELS:
+            raise _too_many_channels(path, f"line {lineno}")
+    return _check_counts(np.frombuffer(values, dtype=np.float64), str(path))
 
 
 def _geant4_files(directory: Path, nuclide: str | None) -> list[Path]:
