@@ -432,6 +432,55 @@ def test_bad_training_input_names_the_argument(family):
         iae.train(x, e, epochs=0, progress=False)
 
 
+def test_training_does_not_depend_on_the_scale_of_the_spectra(family):
+    fam, s = family
+    x, e, test = fam.spectra[s.train], fam.spectra[s.anchors], fam.spectra[s.test]
+    kw = dict(epochs=150, seed=0, progress=False, width=32, depth=2, latent_dim=4)
+    nmse, loss = {}, {}
+    for scale in (1.0, 1e-20, 1e20):
+        m = iae.train(scale * x, scale * e, **kw)
+        out = m.reconstruct(scale * test)  # the model works in the spectra's own units
+        nmse[scale] = np.median(iae.nmse_db(out, scale * test))
+        loss[scale] = m.info["best_loss"]
+        np.testing.assert_allclose(m.anchors, (scale * e).astype(np.float32), rtol=1e-6)
+    assert nmse[1.0] > 20.0, nmse  # trained at all (an untrained model gives ~2.5 dB)
+    for scale in (1e-20, 1e20):
+        assert abs(nmse[scale] - nmse[1.0]) < 1.0, nmse
+        assert loss[scale] == pytest.approx(loss[1.0], rel=0.25), loss
+    # Beyond what a float32 model holds: a clear error rather than an untrained model.
+    for scale in (1e-40, 1e36):
+        with pytest.raises(ValueError, match="beyond what a float32 model can represent; rescale"):
+            iae.train(scale * x, scale * e, **kw)
+
+
+def test_duplicate_anchors_and_bad_rel_eps_have_their_own_errors(family):
+    fam, s = family
+    x, e = fam.spectra[s.train], fam.spectra[s.anchors]
+    with pytest.raises(ValueError, match="anchors must be distinct spectra: anchors 0 and 2 are identical"):
+        iae.train(x, np.stack([e[0], e[1], e[0]]), epochs=1, progress=False)
+    nearly = np.stack([e[0], e[1], e[1] * (1 + 1e-9), e[0] + 1e-9 * e[1]])
+    with pytest.raises(ValueError, match="anchors 0 and 3, 1 and 2 are identical"):
+        iae.train(x, nearly, epochs=1, progress=False)
+    joint = np.stack([x, x[:, ::-1]], axis=1)
+    ej = np.stack([e, e[:, ::-1]], axis=1)
+    with pytest.raises(ValueError, match="anchors 1 and 2 are identical"):
+        iae.train(joint, ej[[0, 1, 1]], epochs=1, progress=False)
+    # Close but distinct anchors are fine.
+    training._check_distinct_anchors(np.stack([e[0], e[0] * (1 + 1e-4), e[1]]))
+    for bad, msg in ((-1.0, "rel_eps must be > 0"), (0.0, "rel_eps must be > 0"),
+                     (float("nan"), "rel_eps must be finite")):
+        with pytest.raises(ValueError, match=msg):
+            iae.train(x, e, epochs=1, rel_eps=bad, progress=False)
+        with pytest.raises(ValueError, match=msg):
+            M.IAEConfig(n_channels=75, n_anchors=2, rel_eps=bad)
+    with pytest.raises(ValueError, match="rel_eps must be a finite number > 0"):
+        iae.barycentric_weights(jnp.ones((1, 3)), jnp.eye(2, 3), rel_eps=-1.0)
+    with pytest.raises(ValueError, match="latent_dim must be >= 1"):
+        iae.train(x, e, epochs=1, latent_dim=0, progress=False)
+    with pytest.raises(ValueError, match="constraint must be one of"):
+        M.IAEConfig(n_channels=75, n_anchors=2, constraint="cube")
+
+
 def test_bad_inference_input_names_the_argument(model):
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 75\)"):
         model.interpolate(np.ones(74))

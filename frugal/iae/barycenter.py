@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
 
 from frugal.ops.proxes import project_box_section
 
@@ -33,6 +34,10 @@ def flatten_levels(codes, batch_ndim: int):
 
 def barycentric_weights(code, anchor_codes, *, rel_eps: float = 1e-6):
     """Affine barycentric weights ``(..., d)`` of ``code`` ``(..., k)`` w.r.t. ``anchor_codes`` ``(d, k)``."""
+    if isinstance(rel_eps, (int, float, np.integer, np.floating)) and not (np.isfinite(rel_eps) and rel_eps > 0):
+        # A concrete number (always so from an IAEConfig): eps <= 0 leaves G singular or
+        # indefinite and the Cholesky factor NaN.
+        raise ValueError(f"rel_eps must be a finite number > 0, got {rel_eps!r}")
     omega = anchor_codes
     d = omega.shape[0]
     gram = omega @ omega.T

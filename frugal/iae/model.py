@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from frugal._validation import check_array
+from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.iae import networks
 from frugal.iae.barycenter import (
     barycentric_weights,
@@ -63,6 +63,17 @@ class IAEConfig:
     output: str = "exp"
     rel_eps: float = 1e-6
     constraint: str | None = None
+
+    def __post_init__(self):
+        # Checked when the configuration is made, so that a bad value fails at once with its
+        # name rather than as NaN weights after minutes of training (a negative rel_eps, for
+        # one, makes the regularised Gram matrix of the anchors indefinite).
+        for name in ("n_channels", "n_anchors", "n_inputs", "latent_dim", "width", "depth"):
+            check_int(getattr(self, name), name, minimum=1)
+        check_float(self.rel_eps, "rel_eps", minimum=0.0, strict=True)
+        check_choice(self.arch, "arch", ("dense", "conv"))
+        check_choice(self.output, "output", ("exp", "softplus", "linear"))
+        check_choice(self.constraint, "constraint", (None, "simplex", "box"))
 
     @property
     def signal_shape(self) -> tuple:

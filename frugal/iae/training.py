@@ -155,10 +155,12 @@ def make_optimizer(learning_rate: float, total_steps: int) -> optax.GradientTran
 
 def _validate_training_data(spectra, anchors, valid, output):
     nonneg = output != "linear"
-    spectra = check_array(spectra, "spectra", ndim=(2, 3), nonnegative=nonneg)
+    # float64 until the data are rescaled (see train): spectra scaled by 1e-40 or 1e40 are
+    # still representable, and their squares do not underflow or overflow.
+    spectra = check_array(spectra, "spectra", ndim=(2, 3), nonnegative=nonneg, dtype=np.float64)
     joint = spectra.ndim == 3
     shape = spectra.shape[1:]
-    anchors = check_array(anchors, "anchors", ndim=spectra.ndim, nonnegative=nonneg)
+    anchors = check_array(anchors, "anchors", ndim=spectra.ndim, nonnegative=nonneg, dtype=np.float64)
     if anchors.shape[1:] != shape:
         raise ValueError(
             f"anchors must have the same spectrum shape as spectra {shape}, got {anchors.shape[1:]} "
@@ -166,12 +168,50 @@ def _validate_training_data(spectra, anchors, valid, output):
         )
     if anchors.shape[0] < 2:
         raise ValueError(f"anchors must hold at least 2 spectra, got {anchors.shape[0]}")
+    _check_distinct_anchors(anchors)
     if valid is not None:
-        valid = check_array(valid, "valid", ndim=spectra.ndim, nonnegative=nonneg)
+        valid = check_array(valid, "valid", ndim=spectra.ndim, nonnegative=nonneg, dtype=np.float64)
         if valid.shape[1:] != shape:
             raise ValueError(f"valid must have spectrum shape {shape}, got {valid.shape[1:]}")
     as3 = (lambda a: a) if joint else (lambda a: None if a is None else a[:, None, :])
     return as3(spectra), as3(anchors), as3(valid), joint
+
+
+#: Anchors closer than this (relative to the larger norm) count as the same spectrum.
+DUPLICATE_ANCHOR_RTOL = 1e-6
+
+
+def _check_distinct_anchors(anchors: np.ndarray) -> None:
+    """Refuse repeated anchors: their codes coincide, the Gram matrix of the encoded anchors
+    is singular and the barycentric weights are not unique (training then wanders)."""
+    flat = anchors.reshape(anchors.shape[0], -1)
+    sq = np.einsum("ij,ij->i", flat, flat)
+    dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T, 0.0)
+    close = dist2 <= DUPLICATE_ANCHOR_RTOL**2 * np.maximum(sq[:, None], sq[None, :])
+    i, j = np.nonzero(np.triu(close, k=1))
+    if i.size:
+        pairs = ", ".join(f"{a} and {b}" for a, b in zip(i[:5].tolist(), j[:5].tolist()))
+        more = f" (and {i.size - 5} more pairs)" if i.size > 5 else ""
+        raise ValueError(
+            f"anchors must be distinct spectra: anchors {pairs}{more} are identical (relative difference "
+            f"<= {DUPLICATE_ANCHOR_RTOL:g}); repeated anchors make the barycentric weights not unique"
+        )
+
+
+def _data_scale(train_x: np.ndarray) -> np.ndarray:
+    """``(c, 1)`` mean absolute channel value of each input over the training set.
+
+    Training divides every spectrum by it, so the network always sees data of order one: the
+    learnt model (hence its NMSE) does not depend on the units of the spectra, and neither
+    float32 underflow (1e-20 * unit-sum spectra square to ~1e-44) nor overflow can occur.
+    The scale goes back into the model's reference spectrum afterwards.
+    """
+    scale = np.mean(np.abs(train_x), axis=(0, 2))[:, None]
+    empty = np.flatnonzero(scale[:, 0] == 0)
+    if empty.size:
+        where = "" if train_x.shape[1] == 1 else f" (input channel {int(empty[0])})"
+        raise ValueError(f"spectra and anchors are all zero{where}: nothing to learn")
+    return scale
 
 
 def default_epochs(n_spectra: int, n_channels: int) -> int:
@@ -204,8 +244,10 @@ def train(
     """Train an IAE on ``spectra`` with ``anchors`` and return the model with the best parameters.
 
     spectra: ``(N, n)`` training spectra, or ``(N, c, n)`` for a joint model of ``c`` inputs
-      (e.g. radionuclides). The anchors are added to the training set.
-    anchors: ``(d, n)`` or ``(d, c, n)``, ``d >= 2``.
+      (e.g. radionuclides). The anchors are added to the training set. Any overall scale
+      works (counts, unit sum, 1e-20 of either): training rescales each input to a mean
+      channel value of one, and the model returned works in the spectra's own units.
+    anchors: ``(d, n)`` or ``(d, c, n)``, ``d >= 2`` distinct spectra.
     arch: ``"dense"`` or ``"conv"``; further keyword arguments set the architecture
       (``latent_dim``, ``width``, ``depth``, ``filters``, ``kernels``, ``strides``,
       ``lateral``, ``activation``, ``output``, ``rel_eps``; see :class:`IAEConfig`).
@@ -229,7 +271,11 @@ def train(
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, strict=True)
     mu = check_float(mu, "mu", minimum=0.0)
-    train_x = np.concatenate([e, x], axis=0)
+    raw_x = np.concatenate([e, x], axis=0)
+    scale = _data_scale(raw_x)
+    train_x = (raw_x / scale).astype(np.float32)
+    e_scaled = (e / scale).astype(np.float32)
+    v = None if v is None else (v / scale).astype(np.float32)
     n_train, c, n = train_x.shape
     epochs = default_epochs(n_train, n) if epochs is None else check_int(epochs, "epochs", minimum=1)
     eval_every = max(1, epochs // 100) if eval_every is None else check_int(eval_every, "eval_every", minimum=1)
@@ -264,8 +310,21 @@ def train(
         raise ValueError("spectra are all zero in at least one input channel: nothing to learn")
     if output == "linear":
         reference = np.maximum(np.abs(mean), REFERENCE_FLOOR * np.abs(mean).max(axis=-1, keepdims=True))
+    # The model the user gets works in the spectra's own units: the same network with the
+    # reference multiplied back by the scale (x / (s r) = (x / s) / r, and s r g = s (r g)).
+    user_reference = reference * scale
+    f32 = np.finfo(np.float32)
+    # Normal float32 numbers, and decoded spectra (up to e^MAX_LOG_RATIO times the reference)
+    # that stay finite.
+    if not (np.all(user_reference >= f32.tiny) and np.all(user_reference * np.exp(M.MAX_LOG_RATIO) < f32.max)):
+        raise ValueError(
+            f"spectra have a mean channel value of {float(scale.min()):.3g}..{float(scale.max()):.3g}, "
+            "beyond what a float32 model can represent; rescale them (e.g. to unit sum)"
+        )
+    user_anchors = jnp.asarray(e, jnp.float32)
+    user_reference = jnp.asarray(user_reference, jnp.float32)
     power = np.mean(np.sum(weights * train_x**2, axis=-1), axis=0) + 1e-30
-    data = tuple(jnp.asarray(a, jnp.float32) for a in (train_x, reference, e, weights, power))
+    data = tuple(jnp.asarray(a, jnp.float32) for a in (train_x, reference, e_scaled, weights, power))
 
     key = jax.random.PRNGKey(seed)
     key, k_enc, k_dec = jax.random.split(key, 3)
@@ -282,7 +341,8 @@ def train(
     history = {"epoch": [], "train_loss": [], "train_reconstruction": [], "valid_loss": []}
     best = {"loss": np.inf, "params": params, "epoch": 0}
     start_epoch, elapsed_before = 0, 0.0
-    fingerprint = _fingerprint(train_x, v, config, loss, mu, seed, snr_db, batch_size, learning_rate, epochs)
+    fingerprint = _fingerprint(train_x, v, config, loss, mu, seed, snr_db, batch_size, learning_rate, epochs,
+                               scale.ravel().tolist())
 
     if checkpoint is not None and resume and os.path.exists(checkpoint):
         from frugal.iae.checkpoint import load_training_state
@@ -328,7 +388,7 @@ def train(
             bar.set_postfix(loss=f"{train_total:.3e}", **({} if valid_x is None else {"valid": f"{monitored:.3e}"}))
             if checkpoint is not None and checkpoint_every and epoch - last_saved >= checkpoint_every:
                 partial_model = M.IAEModel(
-                    config, M.make_state(config, best["params"], data[1], data[2]),
+                    config, M.make_state(config, best["params"], user_reference, user_anchors),
                     {"history": history, "best_epoch": int(best["epoch"]), "partial": True},
                 )
                 _save_progress(checkpoint, partial_model, carry, best, history, epoch,
@@ -339,8 +399,8 @@ def train(
                 break
 
     params = best["params"]
-    state = M.make_state(config, params, data[1], data[2])
-    lam = M._interpolate(config, state, data[0])
+    state = M.make_state(config, params, user_reference, user_anchors)
+    lam = M._interpolate(config, state, jnp.asarray(raw_x, jnp.float32))
     state = state._replace(latent_lower=jnp.min(lam, 0), latent_upper=jnp.max(lam, 0))
     info = {
         "history": history,
