@@ -5,12 +5,14 @@ import importlib.util
 import types
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 import frugal.iae as iae
 from frugal.data import line_family, split
 from frugal.gamma import unmix
+from frugal.solvers import Status
 
 M = 48
 
@@ -74,18 +76,27 @@ def test_reference_agrees_with_frugal(setup):
         y.append(rng.poisson(a_bkg * background + a_src * sig))
     y = np.asarray(y)
     latent0 = [np.array([0.5, 0.5])]
-    newton = unmix(y, model, background=background, latent0=latent0, tol=1e-6)
-    bcd = unmix(y, model, background=background, latent0=latent0, solver="bcd", tol=1e-6)
-    assert np.all(newton.converged) and np.all(bcd.converged)
+    # The algorithms are compared in float64 (frugal at a tight optimality tolerance), where
+    # both locate the optimum far below its standard errors; frugal's float32 default is then
+    # checked against its own guarantee (converged: within gtol = 0.05 standard errors of its
+    # float32 optimum, itself ~0.02 from the float64 one: decoder rounding).
+    with jax.enable_x64(True):
+        runs = {solver: unmix(y, model, background=background, latent0=latent0, solver=solver, tol=1e-9,
+                              gtol=3e-3, max_iter=200)
+                for solver in ("newton", "bcd")}
+    runs32 = {solver: unmix(y, model, background=background, latent0=latent0, solver=solver)
+              for solver in ("newton", "bcd")}
+    for res in list(runs.values()) + list(runs32.values()):
+        assert np.all(res.converged) and np.all(res.status == Status.CONVERGED)
     for j, yj in enumerate(y):
         ref = R.unmix(yj, [net], background=background, latent0=latent0, tol=1e-6)
         assert ref.converged
         assert ref.counts.shape == (2,) and ref.signatures.shape == (M, 2)
         np.testing.assert_allclose(ref.signatures.sum(0), 1.0, rtol=1e-12)
-        for res in (newton, bcd):
+        for res, within in [(r, 0.01) for r in runs.values()] + [(r, 0.1) for r in runs32.values()]:
             # a small fraction of the Fisher standard errors
-            assert np.all(np.abs(ref.counts - res.counts[j]) < 0.01 * res.stderr[j]), (j, ref.counts, res.counts[j])
-            assert np.all(np.abs(ref.latent[0] - res.latent[0][j]) < 0.01 * res.latent_stderr[0][j])
+            assert np.all(np.abs(ref.counts - res.counts[j]) < within * res.stderr[j]), (j, ref.counts, res.counts[j])
+            assert np.all(np.abs(ref.latent[0] - res.latent[0][j]) < within * res.latent_stderr[0][j])
             # frugal's optimum (evaluated with the same float64 model) is at least as good
             dev = R.model_deviance(yj, [net], res.counts[j], [res.latent[0][j]], background=background)
             assert ref.deviance >= dev - 1e-3, (j, ref.deviance, dev)

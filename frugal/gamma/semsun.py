@@ -42,12 +42,14 @@ import numpy as np
 from frugal._precision import full_precision
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.iae import model as M
+from frugal.ops.gof import gof_pvalue
 from frugal.ops.losses import TINY, poisson_deviance
 from frugal.ops.proxes import project_box_section
 from frugal.solvers.batching import default_chunk_size, run_batched
 from frugal.solvers.block import block_solve
 from frugal.solvers.multiplicative import fisher_covariance, nnpu_init, nnpu_unchecked
-from frugal.solvers.newton import damped_newton, sum_to_one_basis
+from frugal.solvers.newton import damped_newton, stationarity, sum_to_one_basis
+from frugal.solvers.status import Status, all_finite, decide, status_counts
 from frugal.solvers.variants import AMPLITUDE_STEPS, LATENT_STEPS, OUTER_LOOPS, amplitude_step, latent_step
 
 
@@ -102,6 +104,8 @@ class _Spec(NamedTuple):
     outer: str = "gauss-seidel"
     latent_iter: int = 5
     trace: bool = False
+    gtol: float = 5e-2  # optimality tolerance, in standard errors
+    grid: bool = False  # global start over a grid of the latent (grid rows passed in)
 
 
 #: Inertia of the iPALM outer loop (a constant in [0, 1); Pock & Sabach 2016 allow < 1).
@@ -109,6 +113,22 @@ IPALM_BETA = 0.3
 
 #: Iterations of each latent solver per outer iteration of the block solvers.
 LATENT_ITER = {"newton": 5, "pg": 20, "lbfgsb": 20, "adam": 50}
+
+#: Most grid nodes per model in the global start (a lattice of its weights' training range).
+GRID_NODES = 16
+
+#: Accelerated multiplicative updates per grid node: enough to rank the nodes.
+GRID_A_ITER = 30
+
+#: Score (in standard errors) above which a model whose sources all sit at zero counts is
+#: restarted from the grid node where it would enter the fit: that zero is a spurious
+#: stationary point (no gradient reaches its weights), not the optimum.
+ZERO_SOURCE_SCORE = 3.0
+
+#: Largest total counts of one spectrum that the solver sees, by working precision: above,
+#: the spectrum is scaled down (the Poisson optimum is equivariant: counts scale, weights do
+#: not) and the results scaled back, so float32 neither overflows nor loses the deviance.
+SCALED_TOTAL = {np.dtype(np.float32): 1e7, np.dtype(np.float64): 1e15}
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,6 +143,14 @@ def _model_rows(spec: _Spec, states, latents):
         s = jnp.pad(s, ((0, 0), (0, spec.n_channels - s.shape[-1])))
         rows.append(s / jnp.maximum(jnp.sum(s, -1, keepdims=True), TINY))
     return jnp.concatenate(rows, 0)
+
+
+def _model_rows_at(config, state, lam_stack, n_channels):
+    """Unit-sum rows ``(G, c, m)`` of one model at ``G`` weight vectors (the grid)."""
+    s = jnp.maximum(jax.vmap(lambda lam: M.decode(config, state, lam))(lam_stack), 0.0)
+    s = s.reshape(lam_stack.shape[0], config.n_inputs, -1)
+    s = jnp.pad(s, ((0, 0), (0, 0), (0, n_channels - s.shape[-1])))
+    return s / jnp.maximum(jnp.sum(s, -1, keepdims=True), TINY)
 
 
 def _split_latent(spec: _Spec, flat):
@@ -161,17 +189,92 @@ def _mixture_jacobian(spec, states, fixed_rows, a, lam_flat):
     return a @ rows, jnp.concatenate([rows.T, j_lam], axis=1), rows
 
 
-def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper):
+def _profiled_deviance(rows, y, n_iter):
+    """Deviance at fixed signatures ``rows`` with the counts profiled by ``n_iter``
+    accelerated multiplicative updates (a ranking of candidate signatures)."""
+    a = nnpu_unchecked(rows.T, y, nnpu_init(rows.T, y), jnp.ones(rows.shape[0], bool), n_iter, 1e-5, True).counts
+    dev = poisson_deviance(y, a @ rows)
+    return jnp.where(jnp.isfinite(dev), dev, jnp.inf)
+
+
+def _grid_start(spec: _Spec, states, fixed_rows, y, lam0, grid_lams, grid_rows):
+    """Weights of the best grid node (counts profiled), model by model, and the start.
+
+    The deviance over the weights has spurious stationary points (a source driven to zero
+    counts stops seeing its weights) and, with one model per radionuclide, local minima: a
+    lattice of each model's training range, ranked by the deviance with profiled counts,
+    puts the local solver in the right basin. The signatures at the nodes are decoded once
+    per batch (``grid_rows``); several models are searched coordinate-wise (two sweeps).
+    """
+    lam_parts = list(_split_latent(spec, lam0))
+    row_parts = [_model_rows(spec._replace(configs=(c,)), (st,), (lam,))
+                 for c, st, lam in zip(spec.configs, states, lam_parts)]
+    best = _profiled_deviance(jnp.concatenate([fixed_rows] + row_parts, 0), y, GRID_A_ITER)
+    n_models = len(spec.configs)
+    for _ in range(1 if n_models == 1 else 2):
+        for i in range(n_models):
+            def candidate(rows_i, i=i):
+                return _profiled_deviance(
+                    jnp.concatenate([fixed_rows] + row_parts[:i] + [rows_i] + row_parts[i + 1:], 0), y, GRID_A_ITER)
+
+            devs = jax.vmap(candidate)(grid_rows[i])
+            j = jnp.argmin(devs)
+            take = devs[j] < best
+            lam_parts[i] = jnp.where(take, grid_lams[i][j], lam_parts[i])
+            row_parts[i] = jnp.where(take, grid_rows[i][j], row_parts[i])
+            best = jnp.where(take, devs[j], best)
+    return jnp.concatenate(lam_parts)
+
+
+def _zero_source_scores(spec: _Spec, fixed_rows, y, a, mu, grid_lams, grid_rows):
+    """For each model whose sources all have zero counts, the largest score statistic
+    ``U / sqrt(I)`` (standard errors; ``U = s^T (y / mu - 1)``, ``I = s^T diag(1/mu) s``)
+    of adding one of its sources at a grid node, and that node's weights.
+
+    A large score means that the model would enter the fit there: the zero is a
+    stationary point of the solver, not the optimum.
+    """
+    ok = mu > TINY
+    inv_mu = jnp.where(ok, 1.0 / jnp.where(ok, mu, 1.0), 0.0)
+    resid = jnp.where(ok, y * inv_mu - 1.0, 0.0)
+    scores, nodes = [], []
+    start = fixed_rows.shape[0]
+    for i, config in enumerate(spec.configs):
+        a_i = a[start : start + config.n_inputs]
+        start += config.n_inputs
+        dead = jnp.all(a_i <= 1e-6 * jnp.maximum(jnp.max(a), TINY))
+        u = jnp.einsum("gcm,m->gc", grid_rows[i], resid)
+        info = jnp.einsum("gcm,m->gc", grid_rows[i] ** 2, inv_mu)
+        z = jnp.where(info > 0, u / jnp.sqrt(jnp.where(info > 0, info, 1.0)), 0.0)
+        z = jnp.max(z, axis=1)
+        j = jnp.argmax(z)
+        scores.append(jnp.where(dead, z[j], 0.0))
+        nodes.append(grid_lams[i][j])
+    return jnp.stack(scores), jnp.concatenate(nodes)
+
+
+def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams=None, grid_rows=None,
+               scale=1.0):
     k = fixed_rows.shape[0] + sum(c.n_inputs for c in spec.configs)
     d_tot = lam0.shape[0]
     dtype = y.dtype
     v_lam = _latent_basis(spec, dtype)
+    basis = jax.scipy.linalg.block_diag(jnp.eye(k, dtype=dtype), v_lam)
 
-    # Start: the given weights, counts by multiplicative updates at those signatures.
+    # Start: the given weights (or the best node of the grid, when asked), counts by
+    # multiplicative updates at those signatures.
     lam0 = _project_latent(spec, lam0, lower, upper)
+    if spec.grid:
+        lam0 = _grid_start(spec, states, fixed_rows, y, lam0, grid_lams, grid_rows)
     rows0 = _rows(spec, states, fixed_rows, lam0)
     free = jnp.ones((k,), bool)
     a0 = nnpu_unchecked(rows0.T, y, nnpu_init(rows0.T, y), free, spec.a_iter, 1e-6, True).counts
+    # The optimality test in deviance units (the deviance's Hessian is twice the Fisher
+    # information: sqrt(2) per standard error), floored at what the working precision can
+    # resolve (the gradient of a deviance of total T over m channels carries ~eps sqrt(m T)).
+    total = jnp.sum(y)
+    gtol = jnp.maximum(jnp.sqrt(2.0) * spec.gtol,
+                       4.0 * jnp.finfo(dtype).eps * jnp.sqrt(spec.n_channels * jnp.maximum(total, 1.0)))
 
     def deviance(x):
         a, lam = x[:k], x[k:]
@@ -188,12 +291,16 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper):
     def project(x):
         return jnp.concatenate([jnp.maximum(x[:k], 0.0), _project_latent(spec, x[k:], lower, upper)])
 
+    def optimality(x):
+        # The remaining Newton step in standard errors (deviance units, see gtol above).
+        _, g, h = fisher_scoring(x)
+        return stationarity(x, basis.T @ g, basis.T @ h @ basis, basis, project)
+
     if spec.solver == "newton":
-        basis = jax.scipy.linalg.block_diag(jnp.eye(k, dtype=dtype), v_lam)
         res = damped_newton(deviance, jnp.concatenate([a0, lam0]), basis=basis, project=project,
                             derivatives=fisher_scoring, max_iter=spec.max_iter, xtol=spec.tol, ftol=1e-9,
-                            trace=spec.trace)
-        x, n_iter, converged, trace = res.x, res.n_iter, res.converged, res.trace
+                            gtol=gtol, trace=spec.trace)
+        x, n_iter, trace = res.x, res.n_iter, res.trace
     else:
         amplitude = amplitude_step(spec.a_step, spec.a_iter)
         latent = latent_step(spec.latent_step, spec.latent_iter)
@@ -235,10 +342,14 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper):
             return (da < spec.tol) & (ds < spec.tol)
 
         out = block_solve(updates, lambda s, _: deviance(jnp.concatenate(s[:2])), state0, None,
-                          max_iter=spec.max_iter, tol=None, stop=lambda o, n, _: rel_change(o, n))
-        x, n_iter, converged, trace = jnp.concatenate(out.state[:2]), out.n_iter, out.converged, out.trace
+                          max_iter=spec.max_iter, tol=None, stop=lambda o, n, _: rel_change(o, n),
+                          optimality=lambda s, _: optimality(jnp.concatenate(s[:2])) / gtol, gtol=1.0)
+        x, n_iter, trace = jnp.concatenate(out.state[:2]), out.n_iter, out.trace
 
+    # No projection again here: the iterates are feasible, and re-projecting moves the
+    # weights by an ulp off their plane, which alone changes a float32 deviance by ~1e-2.
     a, lam = x[:k], x[k:]
+    residual = optimality(x)
     mu, jac, rows = _mixture_jacobian(spec, states, fixed_rows, a, lam)
     # Fisher information in the free coordinates (counts, tangent of each weight plane).
     jt = jnp.concatenate([jac[:, :k], jac[:, k:] @ v_lam], axis=1)
@@ -252,13 +363,31 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper):
     sig = rows.T if spec.want_signatures else jnp.zeros((0,), dtype)
     trace = (jnp.concatenate([deviance(jnp.concatenate([a0, lam0]))[None], trace]) if spec.trace
              else jnp.zeros((0,), dtype))
-    return a, stderr, lam, lam_err, sig, poisson_deviance(y, mu), n_iter, converged, trace
+    dev = poisson_deviance(y, mu)
+    status = decide(all_finite(x, dev), residual <= gtol, n_iter >= spec.max_iter)
+    n_params = k + v_lam.shape[1]
+    pvalue = gof_pvalue(dev * scale, mu * scale, n_params)
+    if grid_rows is not None:
+        scores, restart = _zero_source_scores(spec, fixed_rows, y, a, mu, grid_lams, grid_rows)
+    else:
+        scores, restart = jnp.zeros((len(spec.configs),), dtype), lam
+    # Scaled back to the measured counts (see SCALED_TOTAL): counts and the deviance scale
+    # with the spectrum, standard errors of counts with its square root, those of the
+    # weights with its inverse square root.
+    root = jnp.sqrt(scale)
+    return (a * scale, stderr * root, lam, lam_err / root, sig, dev * scale, n_iter, status == Status.CONVERGED,
+            trace * scale, status, pvalue, residual / gtol, jnp.max(scores, initial=0.0), restart)
 
 
 @partial(jax.jit, static_argnums=0)
-def _unmix_batch(spec, states, fixed_rows, lower, upper, y, lam0):
+def _unmix_batch(spec, states, fixed_rows, lower, upper, grid_lams, y, lam0, scale):
     y = y.astype(lower.dtype)
-    return jax.vmap(lambda yi, li: _unmix_one(spec, states, fixed_rows, yi, li, lower, upper))(y, lam0)
+    scale = scale.astype(lower.dtype)
+    # The grid's signatures are the same for every spectrum: decoded once per chunk.
+    grid_rows = tuple(_model_rows_at(c, st, g, spec.n_channels)
+                      for c, st, g in zip(spec.configs, states, grid_lams)) if grid_lams else None
+    return jax.vmap(lambda yi, li, si: _unmix_one(spec, states, fixed_rows, yi, li, lower, upper, grid_lams,
+                                                  grid_rows, si))(y, lam0, scale)
 
 
 # ---------------------------------------------------------------------------------------
@@ -385,6 +514,69 @@ def latent_setup(models, bounds, latent0):
 _project_box = jax.jit(project_box_section)
 
 
+def _lattice(d: int, resolution: int) -> np.ndarray:
+    """All points of the standard simplex with coordinates in ``{0, 1/r, ..., 1}``."""
+    if d == 1:
+        return np.ones((1, 1))
+    pts = []
+
+    def rec(prefix, left, slots):
+        if slots == 1:
+            pts.append(prefix + [left])
+            return
+        for v in range(left + 1):
+            rec(prefix + [v], left - v, slots - 1)
+
+    rec([], resolution, d)
+    return np.asarray(pts, float) / resolution
+
+
+def latent_grid(models, lower, upper, max_nodes: int = GRID_NODES) -> tuple:
+    """Grid nodes of the global start, one ``(G_k, d_k)`` array of weights per model: a
+    lattice of the range each model saw in training (``lambda = lo + p (1 - sum lo)`` for
+    the lattice points ``p`` of the simplex, ``lo`` the training lower bounds), as fine as
+    ``max_nodes`` allows, projected on the solver's bounds ``lower``/``upper``."""
+    edges = np.concatenate([[0], np.cumsum([mdl.n_anchors for mdl in models])])
+    out = []
+    for k, mdl in enumerate(models):
+        d = mdl.n_anchors
+        resolution = 1
+        while d > 1 and len(_lattice(d, resolution + 1)) <= max_nodes:
+            resolution += 1
+        lo_train = np.asarray(mdl.latent_bounds[0], float)
+        spare = max(1.0 - lo_train.sum(), 0.0)
+        nodes = lo_train[None] + _lattice(d, resolution) * spare
+        lo, hi = lower[edges[k]:edges[k + 1]], upper[edges[k]:edges[k + 1]]
+        nodes = np.asarray(_project_box(jnp.asarray(nodes, lower.dtype), jnp.asarray(lo), jnp.asarray(hi)))
+        out.append(np.unique(nodes.astype(lower.dtype), axis=0))
+    return tuple(out)
+
+
+def _reject_tracers(**arrays):
+    for name, value in arrays.items():
+        if isinstance(value, jax.core.Tracer) or any(
+                isinstance(v, jax.core.Tracer) for v in (value.values() if isinstance(value, dict) else ())):
+            raise TypeError(
+                f"unmix got a JAX tracer for {name}: it validates and chunks its inputs on the host and "
+                "cannot run under jax.grad/jit/vmap; use frugal.gamma.unmix_function(models), a pure "
+                "function of (counts, fixed signatures, model states) that these transformations accept")
+
+
+def _count_scales(y, dtype) -> np.ndarray:
+    """Per-spectrum factor ``c >= 1`` with ``total / c <= SCALED_TOTAL`` (see there)."""
+    limit = SCALED_TOTAL[np.dtype(dtype)]
+    # float64 sums on the host: exact for any integer dtype, one block of rows at a time.
+    totals = np.concatenate([np.asarray(y[i:i + _CHECK_ROWS], np.float64).sum(1)
+                             for i in range(0, y.shape[0], _CHECK_ROWS)])
+    if not np.all(np.isfinite(totals)):
+        raise ValueError("counts: a spectrum's total is not finite in float64")
+    peak = max(float(np.max(y[i:i + _CHECK_ROWS])) for i in range(0, y.shape[0], _CHECK_ROWS))
+    if peak > float(np.finfo(dtype).max) / 1e3:
+        raise ValueError(f"counts reach {peak:.3g}, beyond what {np.dtype(dtype).name} can hold in the solver; "
+                         "enable float64 with jax.config.update('jax_enable_x64', True)")
+    return np.maximum(totals / limit, 1.0)
+
+
 def _spread_starts(models, lower, upper, first, n: int) -> list:
     """Up to ``n`` more starting weight vectors (concatenated over the models), unlike
     ``first`` (the ``(B, d)`` starts already used): the middle of every model's training
@@ -418,6 +610,63 @@ def _spread_starts(models, lower, upper, first, n: int) -> list:
     return out
 
 
+class _Solved(NamedTuple):
+    """What one batched solve returns (NumPy leaves, leading batch axis)."""
+
+    counts: np.ndarray
+    stderr: np.ndarray
+    latent: np.ndarray
+    latent_stderr: np.ndarray
+    signatures: np.ndarray
+    loss: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    trace: np.ndarray
+    status: np.ndarray
+    pvalue: np.ndarray
+    residual: np.ndarray  # optimality residual over its tolerance (<= 1: optimal)
+    score: np.ndarray  # largest zero-source score (see _zero_source_scores)
+    restart: np.ndarray  # weights to restart from where that score is large
+
+
+def _better(best, new):
+    """Per spectrum, the solve with the lower deviance (a NaN never replaces a finite one)."""
+    if best is None:
+        return new
+    take = ~(new.loss >= best.loss) & np.isfinite(new.loss)
+    return jax.tree_util.tree_map(
+        lambda n, o: np.where(take.reshape((-1,) + (1,) * (np.ndim(n) - 1)), n, o), new, best)
+
+
+def _put(full, index, part):
+    full = np.array(full, copy=True)
+    full[index] = part
+    return full
+
+
+#: p-value of the deviance below which a fit is reported as not describing its spectrum.
+GOF_WARN = 1e-3
+
+
+def _warn_status(status, pvalue, scales, dtype):
+    bad = status != Status.CONVERGED
+    if np.any(bad):
+        counts = status_counts(status[bad])
+        warnings.warn(f"{int(bad.sum())} of {status.size} fit(s) did not pass the optimality test "
+                      f"({', '.join(f'{n}: {c}' for n, c in counts.items())}); see UnmixResult.status",
+                      UserWarning, stacklevel=3)
+    poor = np.asarray(pvalue) < GOF_WARN
+    if np.any(poor):
+        warnings.warn(f"{int(poor.sum())} of {status.size} fit(s) have a goodness-of-fit p-value below "
+                      f"{GOF_WARN:g}: the model does not describe those spectra (missing source, wrong "
+                      "background or calibration?); see UnmixResult.gof_pvalue", UserWarning, stacklevel=3)
+    if np.any(scales > 1) and np.dtype(dtype) == np.float32:
+        worst = float(np.sqrt(scales.max()))
+        warnings.warn(f"spectra with more than {SCALED_TOTAL[np.dtype(dtype)]:.0e} counts: float32 locates their "
+                      f"optimum to about {0.05 * worst:.2g} standard errors; enable float64 "
+                      "(jax.config.update('jax_enable_x64', True)) for more", UserWarning, stacklevel=3)
+
+
 @full_precision
 def unmix(
     counts,
@@ -441,6 +690,8 @@ def unmix(
     return_signatures: bool = True,
     return_trace: bool = False,
     n_starts: int = 1,
+    grid_start: bool = True,
+    gtol: float = 5e-2,
 ) -> UnmixResult:
     """Unmix gamma-ray spectra into counts per source with signatures on IAE manifolds.
 
@@ -475,11 +726,27 @@ def unmix(
       each skipped where it repeats an earlier start (at most ``max(d_k) + 2`` starts).
       The deviance can have several local minima, most of all with one IAE per
       radionuclide (SEMSUN-i) at low counts; each start costs one more solve.
+    grid_start: start each solve from the best node of a lattice of every model's training
+      range (counts profiled by multiplicative updates; several models coordinate-wise),
+      so that the answer does not depend on ``latent0``; and solve again, from the node
+      where it would enter the fit, any spectrum whose model sources all ended at zero
+      counts while their score there exceeds :data:`ZERO_SOURCE_SCORE` standard errors.
+    gtol: optimality tolerance, in standard errors: ``status`` is ``converged`` only when
+      the Fisher-scaled projected-gradient residual is below it (floored at the working
+      precision's resolution: see the warning for spectra above :data:`SCALED_TOTAL`).
+      The default, 0.05, is what float32 resolves reliably (decoder rounding moves the
+      optimum by ~0.01-0.02 standard errors against float64); an estimate that close to the
+      optimum changes no interval.
 
     Computations run in float32, or in float64 when ``jax.enable_x64`` is on.
 
+    Spectra of any finite total are accepted: above :data:`SCALED_TOTAL` counts the solver
+    works on the spectrum scaled down and scales the results back. Warns when a fit did not
+    pass the optimality test or its goodness-of-fit p-value is below :data:`GOF_WARN`.
+
     Returns an :class:`UnmixResult`; counts are ordered background, fixed, IAE sources.
     """
+    _reject_tracers(counts=counts, background=background, signatures=signatures)
     models = _as_models(models)
     check_choice(solver, "solver", ("newton", "bcd"))
     check_choice(a_step, "a_step", AMPLITUDE_STEPS)
@@ -494,6 +761,7 @@ def unmix(
     chunk_size = default_chunk_size(devices) if chunk_size is None else check_int(chunk_size, "chunk_size",
                                                                                    minimum=1)
     n_starts = check_int(n_starts, "n_starts", minimum=1)
+    gtol = check_float(gtol, "gtol", minimum=0.0, strict=True)
     # Converted chunk by chunk on the device: a memory-mapped batch is never copied whole.
     y, batched = check_counts(counts, convert=False)
     b, m = y.shape
@@ -514,36 +782,59 @@ def unmix(
         iae_names = names
 
     lower, upper, start = latent_setup(models, bounds, latent0)
-    lam0 = np.concatenate([np.broadcast_to(s, (b, s.shape[-1])) for s in start], axis=-1).astype(float_dtype())
+    dtype = float_dtype()
+    lam0 = np.concatenate([np.broadcast_to(s, (b, s.shape[-1])) for s in start], axis=-1).astype(dtype)
     starts = [lam0] + [np.broadcast_to(x, lam0.shape)
                        for x in _spread_starts(models, lower, upper, lam0, n_starts - 1)]
+    scales = _count_scales(y, dtype)
+    # Integers wider than 16 bits would be wrapped to 32 bits on the device, and scaled
+    # spectra need float64 arithmetic: those are converted on the host, chunk by chunk.
+    host_convert = bool(np.any(scales > 1)) or (np.issubdtype(y.dtype, np.integer) and y.dtype.itemsize > 2)
+
+    def prepare(part):
+        counts_part, lam_part, scale_part = part
+        if host_convert:
+            counts_part = (np.asarray(counts_part, np.float64) / scale_part[:, None]).astype(dtype)
+        return counts_part, lam_part, scale_part
 
     spec = _Spec(tuple(mdl.config for mdl in models), m, len(fixed_rows), solver, max_iter, a_iter, tol,
-                 bool(return_signatures), a_step, latent_step, outer, latent_iter, bool(return_trace))
+                 bool(return_signatures), a_step, latent_step, outer, latent_iter, bool(return_trace), gtol,
+                 bool(grid_start))
+    grid_lams = tuple(jnp.asarray(g) for g in latent_grid(models, lower, upper))
     states = tuple(mdl.state for mdl in models)
-    solve = partial(_unmix_batch, spec)
-    shared = (states, jnp.asarray(fixed_rows), jnp.asarray(lower), jnp.asarray(upper))
+    shared = (states, jnp.asarray(fixed_rows), jnp.asarray(lower), jnp.asarray(upper), grid_lams)
+
+    def solve(spec_, counts_, lam_, scale_):
+        return _Solved(*run_batched(partial(_unmix_batch, spec_), (counts_, lam_, scale_.astype(dtype)), shared,
+                                    chunk_size=chunk_size, devices=devices, prepare=prepare))
+
     best = None
     for lam_start in starts:  # a few whole-batch solves, each vmapped over the spectra
-        out = run_batched(solve, (y, lam_start), shared, chunk_size=chunk_size, devices=devices)
-        if best is None:
-            best = out
-        else:
-            # out[5] is the deviance; a NaN never replaces a finite one.
-            better = ~(out[5] >= best[5]) & np.isfinite(out[5])
-            best = jax.tree_util.tree_map(
-                lambda new, old: np.where(better.reshape((-1,) + (1,) * (np.ndim(new) - 1)), new, old), out, best)
-    a, err, lam, lam_err, sig, loss, n_iter, conv, trace = best
+        best = _better(best, solve(spec, y, lam_start, scales))
+    # A model left at zero counts where it would enter the fit elsewhere on its manifold:
+    # solve those spectra again from that point, keep the lower deviance.
+    again = np.flatnonzero(best.score > ZERO_SOURCE_SCORE)
+    if again.size:
+        redo = solve(spec._replace(grid=False), y[again], best.restart[again], scales[again])
+        merged = _better(jax.tree_util.tree_map(lambda x: x[again], best), redo)
+        best = jax.tree_util.tree_map(lambda full, part: _put(full, again, part), best, merged)
+    stuck = best.score > ZERO_SOURCE_SCORE
+    status = np.where(stuck & (best.status == Status.CONVERGED), np.int32(Status.STALLED), best.status)
+    _warn_status(status, best.pvalue, scales, dtype)
+    a, err, lam, lam_err, sig, loss, n_iter, trace = (best.counts, best.stderr, best.latent, best.latent_stderr,
+                                                      best.signatures, best.loss, best.n_iter, best.trace)
+    conv = status == Status.CONVERGED
+    pvalue = best.pvalue
     splits = np.cumsum([mdl.n_anchors for mdl in models])[:-1]
     latent = tuple(np.split(lam, splits, axis=-1))
     latent_err = tuple(np.split(lam_err, splits, axis=-1))
     signatures_out = sig if return_signatures else None
     trace = trace if return_trace else None
     if not batched:
-        a, err, loss, n_iter, conv = a[0], err[0], loss[0], n_iter[0], conv[0]
+        a, err, loss, n_iter, conv, status, pvalue = a[0], err[0], loss[0], n_iter[0], conv[0], status[0], pvalue[0]
         trace = None if trace is None else trace[0]
         latent = tuple(x[0] for x in latent)
         latent_err = tuple(x[0] for x in latent_err)
         signatures_out = None if signatures_out is None else signatures_out[0]
     return UnmixResult(a, err, latent, latent_err, signatures_out, loss, n_iter, conv,
-                       tuple(fixed_names + iae_names), trace)
+                       tuple(fixed_names + iae_names), trace, status, pvalue)

@@ -112,6 +112,7 @@ def run_batched(
     *,
     chunk_size: int = 4096,
     devices=None,
+    prepare: Callable | None = None,
 ):
     """``fn(*shared, *chunk)`` over the leading axis of ``batched``, chunk by chunk.
 
@@ -122,7 +123,9 @@ def run_batched(
     e.g. a tuple or a NamedTuple) is gathered back to NumPy and concatenated over the
     chunks, and returned with the same structure. Padding repeats the first row of the
     chunk (a valid problem), then is dropped. A batch smaller than the number of devices
-    uses only as many devices as it has rows.
+    uses only as many devices as it has rows. ``prepare``, if given, maps each chunk's tuple
+    of batched NumPy arrays to the arrays sent to the devices (a host-side conversion that
+    would not fit in memory for the whole batch).
     """
     # On the host once: chunks are NumPy slices (slicing a device array would compile).
     batched = jax.tree_util.tree_map(np.asarray, tuple(batched))
@@ -159,6 +162,8 @@ def run_batched(
             part = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], chunk - n, 0)]), part)
         # Dispatch is asynchronous: the next chunk is sliced, sent and queued before the
         # previous one is fetched, so the host work overlaps the device's (two chunks live).
+        if prepare is not None:
+            part = tuple(prepare(part))
         job = (call(*shared, *jax.device_put(part, split)), n)
         if pending is not None:
             outs.append(fetch(pending))
