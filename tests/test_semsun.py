@@ -9,6 +9,7 @@ import frugal.iae as iae
 from frugal.data import line_family, split
 from frugal.gamma.baselines import fixed, nmf, oracle
 from frugal.gamma.semsun import unmix
+from frugal.solvers import Status
 
 M = 96
 
@@ -249,3 +250,86 @@ def test_several_starts_keep_the_best_of_separate_solves(sources, draws):
     np.testing.assert_array_equal(res.latent[0], np.stack([r.latent[0] for r in separate])[best, rows])
     with pytest.raises(ValueError, match="n_starts"):
         unmix(y, model, background=background, n_starts=0)
+
+
+@pytest.fixture(scope="module")
+def far_batch(sources):
+    """Noiseless mixtures at random weights and counts, every solve started at the far anchor."""
+    model, background, _, _ = sources
+    rng = np.random.default_rng(11)
+    lo, hi = model.latent_bounds
+    w = rng.uniform(max(lo[1], 1 - hi[0]) + 0.02, min(hi[1], 1 - lo[0]) - 0.02, 24)
+    lam = np.stack([1 - w, w], 1)
+    a = rng.uniform(5e3, 5e4, (24, 3))
+    mu = np.stack([mixture(model, background, lam_i, a_i)[0] for lam_i, a_i in zip(lam, a)])
+    return mu, lam, a
+
+
+@pytest.mark.parametrize("solver", ["newton", "bcd"])
+def test_far_start_noiseless_mixtures_are_found_or_flagged(sources, far_batch, solver):
+    """From the far anchor, where multiplicative updates used to drive the model sources to
+    zero and stop "converged", every noiseless mixture is recovered, and is flagged converged."""
+    model, background, _, _ = sources
+    mu, lam, a = far_batch
+    far = np.array([1.0, 0.0]) if np.mean(lam[:, 0]) < 0.5 else np.array([0.0, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = unmix(mu, model, background=background, latent0=[far], solver=solver)
+    ok = np.all(np.abs(res.counts / a - 1) < 0.01, 1) & np.all(np.abs(res.latent[0] - lam) < 1e-2, 1)
+    assert np.all(ok), (solver, np.flatnonzero(~ok), res.counts[~ok], a[~ok], res.status[~ok])
+    assert np.all(res.status == Status.CONVERGED)
+    # Without the global start the solver may stall, but it must then say so.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        plain = unmix(mu, model, background=background, latent0=[far], solver=solver, grid_start=False)
+    wrong = ~(np.all(np.abs(plain.counts / a - 1) < 0.01, 1))
+    assert not np.any(plain.converged[wrong] & (plain.gof_pvalue[wrong] > 1e-3))
+    np.testing.assert_allclose(plain.latent[0].sum(1), 1.0, atol=1e-5)
+
+
+def test_counts_of_any_dtype_and_total(sources):
+    """Large integers are converted exactly, huge totals scaled internally: the estimates scale
+    with the counts (the Poisson optimum is equivariant), standard errors with their root."""
+    model, background, _, _ = sources
+    mu, _ = mixture(model, background, TRUE_LAM, TRUE_A)
+    y = np.random.default_rng(7).poisson(mu).astype(np.float64)
+    base = unmix(y, model, background=background)
+    for factor, dtype in ((1e5, np.int64), (1e5, np.uint64), (1e12, np.float64)):
+        big = (y * factor).astype(dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # float32 resolution at huge totals
+            res = unmix(big, model, background=background)
+        assert res.status == Status.CONVERGED and np.all(np.isfinite(res.counts)), (factor, dtype)
+        np.testing.assert_allclose(res.counts / factor, base.counts, rtol=2e-3, err_msg=str(dtype))
+        np.testing.assert_allclose(res.stderr / np.sqrt(factor), base.stderr, rtol=2e-2)
+        assert res.loss > 0 and np.isfinite(res.loss)
+    with pytest.raises(ValueError, match="enable float64"):
+        unmix(y * 1e36, model, background=background)
+
+
+def test_zero_spectrum_is_converged_and_grad_names_unmix_function(sources):
+    import jax
+
+    model, background, _, _ = sources
+    res = unmix(np.zeros(M), model, background=background)
+    assert res.status == Status.CONVERGED and res.gof_pvalue == 1.0
+    mu, _ = mixture(model, background, TRUE_LAM, TRUE_A)
+    with pytest.raises(TypeError, match="unmix_function"):
+        jax.grad(lambda b: unmix(np.round(mu), model, background=b).counts.sum())(background)
+
+
+def test_goodness_of_fit_flags_a_missing_source(sources):
+    model, background, _, _ = sources
+    mu, _ = mixture(model, background, TRUE_LAM, TRUE_A)
+    rng = np.random.default_rng(9)
+    y = rng.poisson(mu, size=(40, M))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        good = unmix(y, model, background=background, return_signatures=False)
+        line = np.zeros(M)
+        line[40:43] = [0.25, 0.5, 0.25]
+        bad = unmix(rng.poisson(mu + 3000 * line, size=(5, M)), model, background=background)
+    assert np.mean(good.gof_pvalue < 0.05) < 0.2 and np.all(good.gof_pvalue > 1e-4)
+    assert np.all(bad.gof_pvalue < 1e-3)
+    with pytest.warns(UserWarning, match="goodness-of-fit"):
+        unmix(rng.poisson(mu + 3000 * line), model, background=background)

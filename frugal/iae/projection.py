@@ -52,7 +52,7 @@ from frugal._validation import check_choice, check_int
 from frugal.iae import model as M
 from frugal.iae.barycenter import constrain_weights
 from frugal.ops.gof import gof_pvalue
-from frugal.ops.losses import TINY, gaussian_loss
+from frugal.ops.losses import TINY, gaussian_loss, poisson_deviance
 from frugal.ops.proxes import project_box_section
 from frugal.solvers.multiplicative import residual_floor
 from frugal.solvers.newton import damped_newton, sum_to_one_basis
@@ -94,32 +94,11 @@ def profiled_amplitude(y, s, loss: str):
     return jnp.maximum(jnp.vdot(y, s) / jnp.maximum(jnp.vdot(s, s), TINY), 0.0)
 
 
-def _poisson_deviance(y, m):
-    r"""The Poisson deviance, accurate where the model fits: ``2 y (t - log1p(t))`` with
-    ``t = (m - y) / y`` instead of ``2 [y log(y/m) - (y - m)]``.
-
-    Both terms of the usual form are of order ``y`` and cancel to ``(y - m)^2 / (2 y)``: in
-    float32 their sum over 10^6 counts is off by about ``eps * sum(y)`` ~ 0.1, more than
-    the decrease a Newton step makes near the optimum (so the solve stalls there). Here
-    the error is a few ulps of each channel's own (small) deviance. Same value otherwise
-    (``m`` floored at ``TINY`` where ``y > 0``, ``2 m`` where ``y = 0``), finite gradients.
-    """
-    pos = y > 0
-    ys = jnp.where(pos, y, 1.0)
-    ms = jnp.maximum(m, TINY)
-    t = (ms - y) / ys
-    low = t < -0.5  # m far below y: log(m / y) directly (no cancellation, and t may be -1)
-    t_near = jnp.where(low, 0.0, t)
-    near = t_near - jnp.log1p(t_near)
-    far = t - jnp.log(jnp.where(low, ms / ys, 1.0))
-    return 2.0 * jnp.sum(jnp.where(pos, y * jnp.where(low, far, near), jnp.maximum(m, 0.0)))
-
-
 def _data_loss(y, m, loss):
     if loss == "poisson":
         # The deviance has the NLL's minimiser but is ~n at the optimum instead of ~-sum(y):
         # float32 then resolves its decrease to the last iterations.
-        return _poisson_deviance(y.ravel(), jnp.maximum(m, 0.0).ravel())
+        return poisson_deviance(y.ravel(), jnp.maximum(m, 0.0).ravel())
     return gaussian_loss(y.ravel(), m.ravel())
 
 

@@ -20,7 +20,7 @@ from frugal.solvers.gradient import (
 )
 from frugal.solvers.batching import resolve_devices, run_batched
 from frugal.solvers.variants import AMPLITUDE_STEPS, LATENT_STEPS, OUTER_LOOPS, amplitude_step, latent_step
-from frugal.solvers.newton import NewtonResult, damped_newton, sum_to_one_basis
+from frugal.solvers.newton import NewtonResult, damped_newton, stationarity, sum_to_one_basis
 from frugal.solvers.multiplicative import (
     NMFResult,
     NNPUResult,
@@ -72,6 +72,7 @@ __all__ = [
     "projected_newton_diag",
     "proximal_gradient_step",
     "repeat",
+    "stationarity",
     "sum_to_one_basis",
     "update_field",
 ]
