@@ -117,6 +117,10 @@ LATENT_ITER = {"newton": 5, "pg": 20, "lbfgsb": 20, "adam": 50}
 #: Most grid nodes per model in the global start (a lattice of its weights' training range).
 GRID_NODES = 16
 
+#: Coordinate-wise sweeps of the grid search over several models (their signatures overlap,
+#: so the deviance couples their weights: one sweep moves each by about one node).
+GRID_SWEEPS = 4
+
 #: Accelerated multiplicative updates per grid node: enough to rank the nodes.
 GRID_A_ITER = 30
 
@@ -211,7 +215,7 @@ def _grid_start(spec: _Spec, states, fixed_rows, y, lam0, grid_lams, grid_rows):
                  for c, st, lam in zip(spec.configs, states, lam_parts)]
     best = _profiled_deviance(jnp.concatenate([fixed_rows] + row_parts, 0), y, GRID_A_ITER)
     n_models = len(spec.configs)
-    for _ in range(1 if n_models == 1 else 2):
+    for _ in range(1 if n_models == 1 else GRID_SWEEPS):
         for i in range(n_models):
             def candidate(rows_i, i=i):
                 return _profiled_deviance(
