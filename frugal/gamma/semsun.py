@@ -47,7 +47,12 @@ from frugal.ops.losses import TINY, poisson_deviance
 from frugal.ops.proxes import project_box_section
 from frugal.solvers.batching import default_chunk_size, run_batched
 from frugal.solvers.block import block_solve
-from frugal.solvers.multiplicative import fisher_covariance, nnpu_init, nnpu_unchecked
+from frugal.solvers.multiplicative import (
+    fisher_covariance,
+    nnpu_init,
+    nnpu_unchecked,
+    poisson_multiplicative_step,
+)
 from frugal.solvers.newton import damped_newton, stationarity, sum_to_one_basis
 from frugal.solvers.status import Status, all_finite, decide, status_counts
 from frugal.solvers.variants import AMPLITUDE_STEPS, LATENT_STEPS, OUTER_LOOPS, amplitude_step, latent_step
@@ -69,6 +74,11 @@ class UnmixResult(NamedTuple):
       each iteration (Newton iterations, or outer sweeps of ``"bcd"``), NaN after the stop.
     status: why the solver stopped (:class:`frugal.solvers.Status` codes): ``converged``
       only when the first-order optimality test passed.
+    Where the data carry no information on an unknown (an empty spectrum, a model at zero
+    counts: the Fisher information is singular there), its Fisher error is replaced by the
+    scale of the likelihood: ``sqrt(max(count, 1))`` for a count (the likelihood of a count
+    with nothing observed falls as ``exp(-a)``), the standard deviation of a uniform law over
+    the training range for a weight.
     gof_pvalue: goodness of fit, the p-value of ``loss`` under the fitted model
       (:func:`frugal.ops.gof.gof_pvalue`, valid at low counts); below 1e-3 the model does
       not describe the spectrum.
@@ -353,6 +363,12 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams
     # No projection again here: the iterates are feasible, and re-projecting moves the
     # weights by an ulp off their plane, which alone changes a float32 deviance by ~1e-2.
     a, lam = x[:k], x[k:]
+    # Two multiplicative updates at the final signatures: they never raise the deviance and
+    # restore the Poisson sum rule (fitted total = observed total, exact at any KKT point)
+    # that a Newton step stopped within gtol leaves off by a fraction of a standard error.
+    rows_final = _rows(spec, states, fixed_rows, lam)
+    a = poisson_multiplicative_step(poisson_multiplicative_step(a, rows_final.T, y), rows_final.T, y)
+    x = jnp.concatenate([a, lam])
     residual = optimality(x)
     mu, jac, rows = _mixture_jacobian(spec, states, fixed_rows, a, lam)
     # Fisher information in the free coordinates (counts, tangent of each weight plane).
@@ -365,9 +381,9 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams
     cov_lam = v_lam @ cov[k:, k:] @ v_lam.T
     lam_err = jnp.sqrt(jnp.maximum(jnp.diagonal(cov_lam), 0.0)) if d_tot else lam
     sig = rows.T if spec.want_signatures else jnp.zeros((0,), dtype)
-    trace = (jnp.concatenate([deviance(jnp.concatenate([a0, lam0]))[None], trace]) if spec.trace
-             else jnp.zeros((0,), dtype))
     dev = poisson_deviance(y, mu)
+    trace = (jnp.concatenate([deviance(jnp.concatenate([a0, lam0]))[None], trace]).at[n_iter].set(dev)
+             if spec.trace else jnp.zeros((0,), dtype))
     status = decide(all_finite(x, dev), residual <= gtol, n_iter >= spec.max_iter)
     n_params = k + v_lam.shape[1]
     pvalue = gof_pvalue(dev * scale, mu * scale, n_params)
@@ -829,6 +845,9 @@ def unmix(
                                                       best.signatures, best.loss, best.n_iter, best.trace)
     conv = status == Status.CONVERGED
     pvalue = best.pvalue
+    err = np.where(np.isfinite(err), err, np.sqrt(np.maximum(a, 1.0))).astype(err.dtype)
+    prior_sd = np.concatenate([(mdl.latent_bounds[1] - mdl.latent_bounds[0]) / np.sqrt(12.0) for mdl in models])
+    lam_err = np.where(np.isfinite(lam_err), lam_err, prior_sd).astype(lam_err.dtype)
     splits = np.cumsum([mdl.n_anchors for mdl in models])[:-1]
     latent = tuple(np.split(lam, splits, axis=-1))
     latent_err = tuple(np.split(lam_err, splits, axis=-1))

@@ -86,6 +86,11 @@ class ProjectionResult(NamedTuple):
     gof_pvalue: np.ndarray | None = None
     residual: np.ndarray | None = None
 
+    @property
+    def converged(self):
+        """``status == Status.CONVERGED`` (the optimality test passed)."""
+        return None if self.status is None else np.asarray(self.status) == Status.CONVERGED
+
 
 def profiled_amplitude(y, s, loss: str):
     """The optimal ``alpha >= 0`` for a fixed shape ``s`` (closed form)."""
