@@ -168,7 +168,7 @@ def test_unmix_default_chunk_follows_the_platform(monkeypatch):
     class Stop(Exception):
         pass
 
-    def spy(fn, batched, shared, *, chunk_size, devices):
+    def spy(fn, batched, shared, *, chunk_size, devices, **_):
         seen.append(chunk_size)
         raise Stop
 

@@ -68,8 +68,11 @@ def test_forward_values_agree_with_unmix(problem):
     f = jax.jit(unmix_function([model]))
     counts, latent = f(jnp.asarray(y, jnp.float32), jnp.asarray(bkg[None], jnp.float32), (model.state,))
     ref = unmix(y, model, background=bkg)
-    np.testing.assert_allclose(counts, ref.counts, rtol=1e-4)
-    np.testing.assert_allclose(latent, ref.latent[0], atol=1e-5)
+    # unmix stops within gtol = 0.05 standard errors of the optimum, unmix_function far
+    # below (its gradients are those of the exact optimum): they agree to twice that.
+    assert ref.converged
+    assert np.all(np.abs(np.asarray(counts) - ref.counts) <= 0.1 * ref.stderr)
+    assert np.all(np.abs(np.asarray(latent) - ref.latent[0])[1:] <= 0.1 * ref.latent_stderr[0][1:])
     # vmap over spectra
     ys = jnp.asarray(np.stack([y, y[::-1]]), jnp.float32)
     batch = jax.vmap(f, in_axes=(0, None, None))(ys, jnp.asarray(bkg[None], jnp.float32), (model.state,))
