@@ -26,3 +26,22 @@ def geant4_dir():
     if d is None:
         pytest.skip("Geant4 development data (../shared/data/gamma_steel_geant4) is not available")
     return d
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Drop every compiled program after each test module.
+
+    XLA keeps the machine code of each compiled program in its own memory mappings; a
+    whole suite in one process (hundreds of programs) passed Linux's default limit of 65530
+    mappings per process (``vm.max_map_count``) and XLA crashed with a segmentation fault
+    while compiling the next one. A module's tests share their programs (module-scoped
+    fixtures), other modules do not need them.
+    """
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
