@@ -16,9 +16,6 @@ match no signature: flat, or one line in a single channel). For every item of a 
 Each batch has one fixed shape, so one compiled program serves every example of a test.
 Examples are derandomized (the same ones on every run) and not shrunk (each costs a solve):
 a failure lists every offending item of the batch with what it was.
-
-The same properties for ``frugal.xray.fit_pixels`` land with its per-pixel status (the
-SUSHI part of the honest-answers issue, not finished yet).
 """
 
 import warnings
@@ -32,11 +29,14 @@ import frugal.iae as iae
 from frugal.data import line_family, split
 from frugal.gamma import unmix
 from frugal.solvers.status import Status
+from frugal.xray import fit_pixels
 
-# The toy problem and shapes of tests/test_semsun.py (same model, same static shapes): in
-# one pytest run the compiled programs of unmix are shared with that file.
+# The toy problems and shapes of tests/test_semsun.py and tests/test_sushi.py (same models,
+# same static shapes): in one pytest run the compiled programs of unmix and fit_pixels are
+# shared with those files instead of compiled once more.
 M = 96  # channels of the gamma toy problem
 B = 16  # spectra per SEMSUN / projection batch (one CPU chunk)
+E, H, W = 40, 12, 12  # the X-ray toy cube: 144 pixels
 PVALUE = 1e-3  # gof_pvalue below this flags a fit
 CONVERGED = int(Status.CONVERGED)
 
@@ -72,6 +72,32 @@ def sources():
     background = np.exp(-3 * e) + 0.2
     return Quiet((model, background / background.sum()))
 
+
+@pytest.fixture(scope="module")
+def xray_models():
+    """The two small hand-built IAEs of tests/test_sushi.py (random smooth decoders)."""
+    import jax
+    import jax.numpy as jnp
+
+    from frugal.iae import model as MM
+    from frugal.xray import simulate as xs
+
+    def make(d, reference, seed):
+        cfg = MM.IAEConfig(n_channels=E, n_anchors=d, latent_dim=4, width=16, depth=2, activation="tanh")
+        enc, dec = cfg.networks()
+        k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(seed), 4)
+        ref = jnp.asarray(reference / reference.sum(), jnp.float32)[None]
+        omega = jax.random.normal(k3, (d, cfg.latent_dim))
+        params_dec = dec.init(k2, (omega,))
+        kernel = params_dec["params"]["output"]["kernel"]
+        params_dec["params"]["output"]["kernel"] = 0.5 * jax.random.normal(k4, kernel.shape) / np.sqrt(kernel.shape[0])
+        state = MM.IAEState({"encoder": enc.init(k1, ref[None]), "decoder": params_dec}, ref,
+                            jnp.repeat(ref[None], d, 0), (omega,), jnp.full(d, -0.5), jnp.full(d, 1.5))
+        return MM.IAEModel(cfg, state, {})
+
+    en = xs.energies(E)
+    return Quiet([make(3, xs.thermal_spectrum(2.0, 0.0, energies=en), 0),
+                  make(2, xs.synchrotron_spectrum(2.5, energies=en), 1)])
 
 
 # --------------------------------------------------------------------------- strategies
@@ -329,3 +355,116 @@ def test_projection_is_right_or_flagged(sources, loss, items):
     finite = [non_finite(amplitude=amplitude[i], latent=latent[i], spectrum=res.spectrum[i], loss=res.loss[i],
                          gof_pvalue=0.0 if pvalue is None else pvalue[i]) for i in range(B)]
     report(what, missing, judge(items, right, finite, status, converged, pvalue))
+
+
+# --------------------------------------------------------------------------- X-ray per-pixel fit
+
+
+def pixel_cases():
+    """One pixel: like ``cases`` but weights as offsets from the simplex centre, two amplitudes."""
+    offsets = st.lists(st.floats(-0.4, 0.4, allow_nan=False), min_size=3, max_size=3)  # 2 + 1 free weights
+    amps = st.lists(st.floats(2.0, 4.0, allow_nan=False).map(lambda e: 10.0**e), min_size=2, max_size=2)
+    fractions = st.lists(fraction, min_size=2, max_size=2)
+    channel = st.integers(0, E - 1)
+    return st.one_of(
+        st.tuples(st.just("zero")),
+        st.tuples(st.just("hot"), channel),
+        st.tuples(st.just("mix"), offsets, amps),
+        st.tuples(st.just("huge"), offsets, fractions),
+        st.tuples(st.just("tiny"), offsets, fractions, st.integers(1, 5), seed),
+        st.tuples(st.just("flat"), st.floats(20.0, 1e5, allow_nan=False)),
+        st.tuples(st.just("line"), channel, st.floats(20.0, 1e6, allow_nan=False)),
+    )
+
+
+def pixel_weights(models, offsets):
+    from frugal.solvers import sum_to_one_basis
+
+    out, i = [], 0
+    for mdl in models:
+        d = mdl.n_anchors
+        out.append(1.0 / d + np.asarray(sum_to_one_basis(d)) @ np.asarray(offsets[i : i + d - 1]))
+        i += d - 1
+    return out
+
+
+def cube_batch(models, items):
+    """A cube ``(E, H, W)`` whose pixels are the items, and the truth per pixel."""
+    cube, truth = np.zeros((E, H * W)), []
+    for p, item in enumerate(items):
+        kind, t = item[0], None
+        if kind == "hot":
+            cube[item[1], p] = 1e9
+        elif kind in ("mix", "huge", "tiny"):
+            lams = pixel_weights(models, item[1])
+            spectra = []
+            for mdl, lam in zip(models, lams):
+                s = np.maximum(mdl.decode(np.asarray(lam, np.float32)).astype(float), 0.0)
+                spectra.append(s / s.sum())
+            spectra = np.stack(spectra)  # (2, E)
+            if kind == "tiny":
+                cube[:, p] = draw_counts(item[3], scaled(1.0, item[2]) @ spectra, item[4])
+            else:
+                amp = np.asarray(item[2], float) if kind == "mix" else scaled(1e12, item[2])
+                cube[:, p] = amp @ spectra
+                t = (amp, lams)
+        elif kind == "flat":
+            cube[:, p] = np.round(item[1])
+        elif kind == "line":
+            cube[item[1], p] = np.round(item[2])
+        truth.append(t)
+    return cube.reshape(E, H, W).astype(np.float32), truth
+
+
+def pixel_right(item, truth, amplitude, latents, observed):
+    kind = item[0]
+    if kind == "zero":
+        return True if np.all(np.abs(amplitude) <= 1e-3) else f"zero pixel, amplitudes {amplitude}"
+    if kind == "tiny":
+        total = float(np.sum(amplitude))
+        ok = abs(total - observed) <= max(1e-2 * observed, 1e-3)
+        return True if ok else f"fitted total {total:.6g} != observed {observed:g} (Poisson sum rule)"
+    if truth is None:
+        return "matches no signature"
+    amp, lams = truth
+    msgs = []
+    if np.any(np.abs(amplitude - amp) > 1e-2 * amp):
+        msgs.append(f"amplitudes {amplitude} vs truth {amp}")
+    for c, (lam_hat, lam) in enumerate(zip(latents, lams)):
+        if np.max(np.abs(lam_hat - lam)) > 1e-2:
+            msgs.append(f"latent[{c}] {lam_hat} vs truth {lam}")
+    return True if not msgs else "; ".join(msgs)
+
+
+@settings(SETTINGS, max_examples=8)  # 144 pixels per example
+@given(items=st.lists(pixel_cases(), min_size=H * W, max_size=H * W))
+def test_fit_pixels_is_right_or_flagged(xray_models, items):
+    cube, truth = cube_batch(xray_models, items)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit_pixels(cube, xray_models)
+    missing = []
+    status, converged = field(res, "status", missing), field(res, "converged", missing)
+    # Per pixel: pixel_status / pixel_gof_pvalue ((H, W)), else the cube's status and p-value.
+    pixel_status = getattr(res, "pixel_status", None)
+    pixel_status = status if pixel_status is None else np.asarray(pixel_status)
+    pvalue = getattr(res, "pixel_gof_pvalue", None)
+    pvalue = field(res, "gof_pvalue", missing) if pvalue is None else np.asarray(pvalue)
+    if pixel_status is None:
+        report("fit_pixels", missing, [])
+    bad = []
+    if status is not None and converged is not None and not np.array_equal(converged, status == CONVERGED):
+        bad.append(f"cube: converged={converged} but status={status}")
+    pixel_status = np.broadcast_to(pixel_status, (H, W)).reshape(-1)
+    pvalue = None if pvalue is None else np.broadcast_to(pvalue, (H, W)).reshape(-1)
+    amplitude = np.asarray(res.amplitude).reshape(2, -1)
+    latents = [np.asarray(lam).reshape(lam.shape[0], -1) for lam in res.latent]
+    model = np.asarray(res.model).reshape(E, -1)
+    observed = cube.reshape(E, -1).sum(0)
+    right = [pixel_right(item, truth[p], amplitude[:, p], [lam[:, p] for lam in latents], float(observed[p]))
+             for p, item in enumerate(items)]
+    finite = [non_finite(amplitude=amplitude[:, p], model=model[:, p],
+                         gof_pvalue=0.0 if pvalue is None else pvalue[p],
+                         **{f"latent{c}": lam[:, p] for c, lam in enumerate(latents)}) for p in range(H * W)]
+    bad += judge(items, right, finite, pixel_status, None, pvalue)
+    report("fit_pixels (pixel = item)", missing, bad)

@@ -5,7 +5,9 @@ synchrotron, Poisson counts) with labelled training families for the IAE; ``io``
 writes cubes and maps as FITS (needs astropy); ``plots`` draws map panels (needs matplotlib);
 ``sushi`` unmixes a cube with spatially regularised IAE components (SUSHI, Lascar, Bobin &
 Acero, A&A 686, A259, 2024) and ``fit_pixels`` is the per-pixel baseline; ``ParameterMap``
-turns latent maps into physical-parameter maps (kT, z, photon index).
+turns latent maps into physical-parameter maps (kT, z, photon index). Their results carry
+why the loop stopped (``status``: converged only when a first-order optimality test passed)
+and a goodness of fit (``deviance``, ``gof_pvalue``, per cube and per pixel).
 """
 
 from frugal.xray.io import FitsCube, read_cube, read_maps, write_cube, write_maps

@@ -360,14 +360,16 @@ def unmix_command(args) -> int:
         maps.update({f"{n}_weight{j}": w for j, w in enumerate(lam)})
     units = {k: ("counts" if k.endswith("_amplitude") else "keV" if k.endswith("kT") else None) for k in maps}
     write_maps(out / "maps.fits", maps, header=cube.header, units=units)
+    fit = fit_summary(res)
     summary = {"method": args.method, "components": names, "n_iter": int(res.n_iter),
-               "n_iter_init": int(res.n_iter_init), "converged": bool(res.converged),
+               "n_iter_init": int(res.n_iter_init), "converged": bool(res.converged), **fit,
                "objective": float(res.objective[-1]), "time_s": elapsed,
                "thresholds": [t.tolist() for t in res.thresholds],
                "parameter_maps": {n: pm.residual for n, pm in zip(names, pmaps) if pm is not None}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{args.method}: {len(names)} components, {int(res.n_iter_init)} + {int(res.n_iter)} sweeps in "
           f"{elapsed:.1f} s (converged: {bool(res.converged)})")
+    print(fit_line(fit))
     wrote = [out / "maps.fits", out / "summary.json"]
     if not args.no_plot:
         shown = {k: v for k, v in maps.items() if "_weight" not in k}
@@ -381,6 +383,30 @@ def unmix_command(args) -> int:
 
 # ---------------------------------------------------------------------------------------
 # Demo
+
+
+def fit_summary(result) -> dict:
+    """Stop reason and goodness of fit of a :class:`~frugal.xray.SushiResult` (JSON-ready):
+    the cube's status, optimality residual (standard errors), deviance and p-value, and the
+    pixels (with counts) that did not pass the optimality test or are badly fitted
+    (p < 1e-3)."""
+    from frugal.solvers.status import status_counts, status_names
+
+    p_pix = np.asarray(result.pixel_gof_pvalue)
+    return {"status": str(status_names(result.status)), "residual": float(result.residual),
+            "deviance": float(result.deviance), "gof_pvalue": float(result.gof_pvalue),
+            "pixel_status": status_counts(result.pixel_status),
+            "pixels_badly_fitted": int(np.sum(np.isfinite(p_pix) & (p_pix < 1e-3))),
+            "pixels_fitted": int(np.sum(np.isfinite(p_pix)))}
+
+
+def fit_line(fit: dict) -> str:
+    """One line of :func:`fit_summary` for the terminal."""
+    others = {k: v for k, v in fit["pixel_status"].items() if k != "converged"}
+    pixels = ", ".join(f"{v} {k}" for k, v in others.items()) or "all converged"
+    return (f"status: {fit['status']} (optimality residual {fit['residual']:.3g} standard errors; pixels: "
+            f"{pixels}); goodness of fit: deviance {fit['deviance']:.1f}, p = {fit['gof_pvalue']:.3g}, "
+            f"{fit['pixels_badly_fitted']} of {fit['pixels_fitted']} pixels with p < 1e-3")
 
 
 def map_errors(result, cube) -> dict:
@@ -461,12 +487,15 @@ def demo_xray(args) -> int:
     for k in keys:
         print(f"{k:28s}{errors['fit_pixels'][k]:12.4g}{errors['sushi'][k]:12.4g}")
     print(f"{'sweeps':28s}{int(pixels.n_iter):12d}{int(reg.n_iter):12d}")
+    fits = {"fit_pixels": fit_summary(pixels), "sushi": fit_summary(reg)}
+    print(f"{'status':28s}{fits['fit_pixels']['status']:>12s}{fits['sushi']['status']:>12s}")
+    print(f"{'goodness of fit p-value':28s}{fits['fit_pixels']['gof_pvalue']:12.3g}{fits['sushi']['gof_pvalue']:12.3g}")
     print(f"{'time (s, incl. compilation)':28s}{t_pix:12.1f}{t_sushi:12.1f}")
     print(f"(IAE training and parameter maps: {t_train:.1f} s)")
 
     _demo_figure(cube, pixels, reg, out / "xray.png", f"toy remnant, exposure {args.exposure}")
     summary = {"size": args.size, "exposure": args.exposure, "errors": errors,
-               "n_iter": {"fit_pixels": int(pixels.n_iter), "sushi": int(reg.n_iter)},
+               "n_iter": {"fit_pixels": int(pixels.n_iter), "sushi": int(reg.n_iter)}, "fit": fits,
                "time_s": {"train": t_train, "fit_pixels": t_pix, "sushi": t_sushi}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {out / 'xray.png'}, {out / 'summary.json'}")

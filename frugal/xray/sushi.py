@@ -58,10 +58,18 @@ Each sweep:
    .. math:: \delta = -M^{-1} g, \qquad M = F + \nu\, \mathrm{diag}(F)
 
    (Levenberg-Marquardt with Marquardt's scaling; :math:`\nu` per pixel, 1e-3 at first,
-   x0.3 after a step that lowers the pixel's data term, x10 after one that does not,
-   which is then refused). The latent part is clipped to :math:`\|\delta_t\|_\infty \le
-   0.25`, amplitudes are projected on :math:`s \ge 0` and weights on the training box. The
-   curvature of the model, per pixel, is what makes tens of sweeps enough where a fixed
+   x10 after a step that does not lower the pixel's data term, which is then refused, and
+   after one that does, by the gain ratio :math:`\rho` (actual over predicted decrease):
+   x0.3 if :math:`\rho > 3/4`, x2 if :math:`\rho < 1/4`, else kept). The constraints are in
+   the subproblem (``_bounded_step``, an active-set method of a few passes): an amplitude
+   whose step crosses 0 is held there (and its component's latent coordinates, which no
+   longer act), a weight on a face of the training box that the step would leave gets
+   the face as an equality; projecting the unconstrained step instead (in a non-diagonal
+   metric) stalls short of the optimum in every pixel where a bound binds. The latent
+   part is clipped to :math:`\|\delta_t\|_\infty \le 0.25` (one factor for the whole
+   step, except for a component whose latent step is far larger than the others', e.g.
+   one with almost no counts in the pixel: it is clipped alone), then amplitudes are
+   projected on :math:`s \ge 0` and weights on the training box. The curvature of the model, per pixel, is what makes tens of sweeps enough where a fixed
    gradient step needs thousands (pixels differ in counts by orders of magnitude), and
    the *joint* step is what copes with the near-degeneracy of thermal and synchrotron
    continua (alternating between them zig-zags).
@@ -75,9 +83,51 @@ Each sweep:
    components) with the diagonal Hessian :math:`H = \sum_e S_c^2\, Y / \mu^2`
    (``projected_newton_diag``), damped by the Newton decrement (the Poisson NLL is
    self-concordant in ``s``, so the damped step cannot increase it), refused in a pixel
-   whose data term would increase.
+   whose data term would increase. More than ``AMP_FAR`` standard errors from its
+   optimum the damped step moves an amplitude by about one standard error per sweep (a
+   hot pixel with 1e9 counts would need millions); there the EM update is tried too and
+   the better kept.
 
-The loop stops when the relative decrease of ``F`` falls below ``tol``.
+Stop reasons (``status``, :class:`frugal.solvers.Status`)
+--------------------------------------------------------
+``CONVERGED`` means that a first-order optimality test passed at the result: the residual
+
+.. math:: r = \max_{p, i} \sqrt{L_{p,i}}\ \big|z_{p,i} - z^+_{p,i}\big| \le
+          \mathrm{gtol}\ (0.1),
+
+with ``z+`` the forward-backward (prox-gradient) point in the diagonal metric ``L`` of the
+undamped Fisher information (``_fb_start``): :math:`s^+ = \max(s - g_s / L_s, 0)` for the
+amplitudes (the scaled projected gradient) and, per component,
+:math:`t^+ = P(\mathrm{prox}_{w/L_c}(t - g_t / L_c))` for the latent maps (the starlet prox
+of step 2 for SUSHI, the identity for :func:`fit_pixels`; ``P`` the projection on the
+training box; one ``L_c`` per component and pixel, the largest of its coordinates', so the
+Euclidean projection is the metric one and a fixed point is a KKT point). For a Poisson
+likelihood ``r`` is in standard errors: no pixel's unknown is more than ``gtol`` standard
+errors (along its axis) from the optimum. Coordinates without curvature count as optimal.
+
+Each sweep begins with that test at its starting point (its gradient and curvature are
+the data step's: the test costs no decoding). The loop ends with a test-only sweep (not
+counted in ``n_iter``), at the iteration limit (``MAX_ITER`` unless the test passes), when
+``F`` stopped decreasing (``STALL_SWEEPS`` sweeps without a relative decrease above
+``STALL_RTOL``: ``STALLED`` unless it passes), or once the relative decrease of ``F``
+fell below ``tol`` if the test passes or the residual no longer improves
+(``RESIDUAL_PATIENCE``; ``STALLED``). A NaN or inf anywhere gives ``NON_FINITE``. Each
+pixel also gets its own status (``pixel_status``: ``CONVERGED`` where its own residual
+passes: the per-pixel answer of :func:`fit_pixels`, whose pixels are independent).
+
+The relative decrease alone is no test: on the toy cubes of ``tests/test_sushi.py`` the
+former rule (stop at a relative decrease of 1e-5, reported as converged) left pixels up
+to 0.9 standard errors from their optimum, and fitted a pixel holding 1e9 counts in one
+channel with a total of under 1e-5 of them, both "converged". SUSHI's regularised loop
+typically ends ``STALLED``: the PALM move (a Gauss-Newton step followed by a prox in the
+diagonal metric, under the monotone safeguard on ``F``) stops short of a prox-gradient
+fixed point (about 0.4 standard errors in the median pixel of the toy cubes, 2 in the
+worst; forward-backward steps would still lower ``F``, but, on those cubes, worsen the
+latent maps).
+
+Goodness of fit: ``deviance`` and ``gof_pvalue`` (:func:`frugal.ops.gof.gof_pvalue`, valid
+at low counts) for the cube and per pixel (``pixel_deviance``, ``pixel_gof_pvalue``); see
+:class:`SushiResult` for the number of parameters they assume.
 
 Variants (``outer=``, ``amp_step=``; one compiled program per combination)
 --------------------------------------------------------------------------
@@ -148,6 +198,7 @@ import numpy as np
 from frugal._precision import full_precision
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.iae import model as M
+from frugal.ops.gof import deviance_moments
 from frugal.ops.losses import TINY
 from frugal.ops.proxes import project_box_section
 from frugal.ops.starlet import starlet_inverse, starlet_l1_prox, starlet_transform
@@ -155,6 +206,7 @@ from frugal.solvers.batching import resolve_devices, run_batched
 from frugal.solvers.block import block_solve, repeat
 from frugal.solvers.gradient import projected_newton_diag
 from frugal.solvers.newton import sum_to_one_basis
+from frugal.solvers.status import Status, decide
 from frugal.xray.params import ParameterMap
 
 __all__ = ["SushiResult", "fit_pixels", "sushi"]
@@ -163,6 +215,8 @@ __all__ = ["SushiResult", "fit_pixels", "sushi"]
 DAMPING = 1e-3
 #: Per-pixel damping factors after a successful / refused step, and its range.
 NU_DOWN, NU_UP, NU_MIN, NU_MAX = 0.3, 10.0, 1e-6, 1e8
+#: Damping factor after an accepted step that the model predicted badly (gain ratio < 1/4).
+NU_POOR = 2.0
 #: Trust region of the latent step in free coordinates (max norm): the anchors are ~1 apart.
 MAX_STEP = 0.25
 #: Relative increase of a pixel's data term still taken for rounding (float32 sums of ~E
@@ -190,6 +244,28 @@ IPALM_BETA = 0.3
 #: counts (the multiplicative update cannot leave 0; the safeguard refuses the restart where
 #: 0 is the better value).
 MULT_RESTART = 1e-3
+#: Default ``gtol``: the optimality residual, in standard errors, below which a result is
+#: ``Status.CONVERGED`` (module doc, "Stop reasons").
+GTOL = 0.1
+#: The loop has stalled after ``STALL_SWEEPS`` sweeps in a row whose relative decrease of
+#: ``F`` is at most ``STALL_RTOL`` (float32 resolution; one sweep is not enough: a sweep
+#: whose steps were all refused raises the damping and the next one may succeed).
+STALL_RTOL = 1e-7
+STALL_SWEEPS = 4
+#: Once the relative decrease is below ``tol``, the loop goes on while the optimality residual
+#: still improves (by this factor within ``RESIDUAL_PATIENCE`` sweeps) and has not passed.
+RESIDUAL_PROGRESS = 0.9
+RESIDUAL_PATIENCE = 5
+#: An amplitude more than this many standard errors from its Newton optimum also tries the
+#: EM update (the Newton decrement damps the step to about one standard error per sweep).
+AMP_FAR = 3.0
+#: A latent block whose trust-region factor is this many times smaller than the others' is
+#: clipped alone (``_trust_region``).
+BLOCK_CLIP = 20.0
+#: Regularisation of the multipliers in the active-set system (scaled units).
+KKT_EPS = 1e-6
+#: Passes of the active-set step (each adds the violated bounds, releases the wrong ones).
+ACTIVE_SET_PASSES = 3
 
 
 class SushiResult(NamedTuple):
@@ -204,11 +280,39 @@ class SushiResult(NamedTuple):
       without them; a name shared by two components is prefixed ``"<component>:"``).
     objective: ``F`` at the start and after each sweep (non-increasing; NaN-padded for a
       batch).
-    n_iter: sweeps of the loop; converged: whether the relative-decrease rule fired.
+    n_iter: sweeps of the loop; converged: ``status == Status.CONVERGED`` (the first-order
+      optimality test passed; module doc, "Stop reasons").
     thresholds: per component, ``(n_scales, d_c - 1)`` l1 weights ``w`` (zeros for
       :func:`fit_pixels`).
     n_iter_init: sweeps of the per-pixel fit SUSHI started from (0 with ``init``).
     names: the component names.
+    status: why the loop stopped (:class:`frugal.solvers.Status`, ``int32``): ``CONVERGED``
+      when ``residual <= gtol``, else ``MAX_ITER`` (the iteration limit), ``STALLED`` (``F``
+      stopped decreasing short of the test) or ``NON_FINITE``.
+    residual: the optimality residual of the result, in standard errors: the largest over
+      the pixels of ``pixel_residual``.
+    deviance: the Poisson deviance of the fitted model over the pixels inside the mask
+      (whatever ``loss``: the data are counts).
+    gof_pvalue: its goodness-of-fit p-value (:func:`frugal.ops.gof.gof_pvalue`, valid at low
+      counts), with ``C + sum(d_c - 1)`` fitted parameters per pixel with counts for
+      :func:`fit_pixels`. For :func:`sushi` the number of effective parameters is an
+      approximation: ``C`` amplitudes per pixel (not regularised) plus, of the latent maps,
+      the unpenalised coarse starlet plane only, ``sum(d_c - 1) / 4^n_scales`` per pixel (the
+      surviving detail coefficients are not counted, so the p-value errs on the large side;
+      counting all ``C + sum(d_c - 1)`` would make it tiny on cubes drawn from the models
+      themselves, the regularised fit's deviance being that of about ``C`` parameters per
+      pixel). Below 1e-3 the models do not describe the cube (a missing component, a wrong
+      background or calibration, a hot pixel).
+    pixel_status: ``(H, W)`` the status of each pixel: ``CONVERGED`` where its own residual
+      passes the test, else the cube's reason (``MAX_ITER``, ``STALLED``), ``NON_FINITE``
+      where its values are not finite. Pixels without counts or outside the mask have nothing
+      to fit: ``CONVERGED``, residual 0.
+    pixel_residual: ``(H, W)`` each pixel's optimality residual (standard errors).
+    pixel_deviance: ``(H, W)`` each pixel's Poisson deviance (NaN outside the mask; inf
+      where it has counts in a channel the model gives none).
+    pixel_gof_pvalue: ``(H, W)`` its p-value, ``C + sum(d_c - 1)`` parameters per pixel:
+      the per-pixel test of :func:`fit_pixels` (for :func:`sushi` the parameters per pixel
+      of ``gof_pvalue``); NaN outside the mask.
     """
 
     amplitude: np.ndarray
@@ -222,6 +326,14 @@ class SushiResult(NamedTuple):
     thresholds: tuple
     n_iter_init: np.ndarray
     names: tuple
+    status: np.ndarray | None = None
+    residual: np.ndarray | None = None
+    deviance: np.ndarray | None = None
+    gof_pvalue: np.ndarray | None = None
+    pixel_status: np.ndarray | None = None
+    pixel_residual: np.ndarray | None = None
+    pixel_deviance: np.ndarray | None = None
+    pixel_gof_pvalue: np.ndarray | None = None
 
 
 class _Spec(NamedTuple):
@@ -244,6 +356,7 @@ class _Control(NamedTuple):
 
     use_prox: jax.Array  # bool: regularised sweeps, or per-pixel ones
     limit: jax.Array  # int: maximum number of sweeps
+    gtol: jax.Array  # float: the optimality residual (standard errors) of CONVERGED
 
 
 class _Models(NamedTuple):
@@ -271,6 +384,18 @@ class _State(NamedTuple):
     nu: jax.Array  # (A,) Levenberg-Marquardt damping
     it: jax.Array  # sweeps done
     prev: tuple = ()  # outer="ipalm": (t, s) of the previous sweep; () otherwise
+    # The stopping test (``_solve``): per active pixel, the optimality residual of the last
+    # sweep's start; F after the last sweep; whether that sweep decreased F by less than
+    # tol; how many sweeps in a row decreased it by nothing; whether the loop is done (the
+    # last sweep only tested).
+    res: jax.Array | float = np.inf
+    f: jax.Array | float = np.inf
+    terms: tuple = ()  # (data term per active pixel (A,), regulariser): F's changes, exactly
+    small: jax.Array | bool = False
+    flat: jax.Array | int = 0
+    done: jax.Array | bool = False
+    best: jax.Array | float = np.inf  # the smallest residual (max over pixels) met so far
+    since: jax.Array | int = 0  # sweeps since it last improved by RESIDUAL_PROGRESS
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,17 +497,35 @@ def _spectra_jacobian(config, models: _Models, c: int, t_rows):
     return jnp.stack(cols, axis=-1)
 
 
-def _joint_metric(spec: _Spec, models: _Models, data: _Data, state: _State, latent_only: bool = False):
-    """Per active pixel, in ``z = (s_1..s_C, t_1..t_C)``: model ``mu`` ``(A, E)``, gradient
-    ``g`` ``(A, n)``, the inverse ``(A, n, n)`` and the diagonal ``(A, n)`` of the damped
-    Gauss-Newton curvature ``M = F + nu diag(F)``, ``F = J^T diag(w) J``. ``latent_only``:
-    the amplitude / latent coupling blocks of ``M`` are zeroed (the metric of a step on ``t``
-    with ``s`` fixed, ``outer="gauss-seidel"``); the diagonal is the same."""
+def _jacobian(spec: _Spec, models: _Models, data: _Data, state: _State):
+    """``d mu / d z`` ``(A, E, n)`` in ``z = (s_1..s_C, t_1..t_C)`` (columns ``S_c`` and
+    ``s_c dS_c / dt_c``)."""
     cols = [jnp.transpose(state.spectra, (1, 2, 0))]  # d mu / d s_c = S_c
     for c, config in enumerate(spec.configs):
         d_spec = _spectra_jacobian(config, models, c, state.t[c][:, data.index].T)
         cols.append(state.s[c][:, None, None] * d_spec)
-    jac = jnp.concatenate(cols, axis=-1)  # (A, E, n)
+    return jnp.concatenate(cols, axis=-1)
+
+
+class _Metric(NamedTuple):
+    """What :func:`_joint_metric` computes at a state (per active pixel)."""
+
+    mu: jax.Array  # (A, E) model
+    g: jax.Array  # (A, n) gradient of the data term in z = (s, t)
+    m_inv: jax.Array  # (A, n, n) inverse of the damped curvature M
+    m_diag: jax.Array  # (A, n) diagonal of M
+    fisher_diag: jax.Array  # (A, n) diagonal of F (undamped): the metric of the optimality test
+    m_scaled: jax.Array  # (A, n, n) M in the Jacobi-scaled coordinates
+    scale: jax.Array  # (A, n) the Jacobi scaling
+
+
+def _joint_metric(spec: _Spec, models: _Models, data: _Data, state: _State, latent_only: bool = False):
+    """Per active pixel, in ``z = (s_1..s_C, t_1..t_C)``: model ``mu`` ``(A, E)``, gradient
+    ``g`` ``(A, n)``, the inverse ``(A, n, n)`` and the diagonal ``(A, n)`` of the damped
+    Gauss-Newton curvature ``M = F + nu diag(F)``, ``F = J^T diag(w) J`` (a :class:`_Metric`).
+    ``latent_only``: the amplitude / latent coupling blocks of ``M`` are zeroed (the metric of
+    a step on ``t`` with ``s`` fixed, ``outer="gauss-seidel"``); the diagonal is the same."""
+    jac = _jacobian(spec, models, data, state)  # (A, E, n)
     mu = _mixture(data, state.s, state.spectra)
     r, fisher, _ = _mu_derivatives(spec.loss, data, mu)
     g = jnp.einsum("ae,aen->an", r, jac)
@@ -400,7 +543,7 @@ def _joint_metric(spec: _Spec, models: _Models, data: _Data, state: _State, late
         same_block = (np.arange(n)[:, None] < n_comp) == (np.arange(n)[None, :] < n_comp)
         m_scaled = jnp.where(same_block, m_scaled, 0.0)
     m_inv = jnp.linalg.inv(m_scaled) / (scale[:, :, None] * scale[:, None, :])
-    return mu, g, m_inv, jnp.diagonal(m_scaled, axis1=1, axis2=2) * scale**2
+    return _Metric(mu, g, m_inv, jnp.diagonal(m_scaled, axis1=1, axis2=2) * scale**2, diag, m_scaled, scale)
 
 
 def _latent_slices(spec: _Spec):
@@ -423,47 +566,270 @@ def _data_step(spec: _Spec, models: _Models, data: _Data, state: _State):
 
     A pixel keeps its step if its data term does not increase (and its damping shrinks),
     else keeps its values (and its damping grows): one decoding per sweep whatever the
-    number of pixels that fail. Returns the new state and the diagonal of the damped
-    curvature (the metric of the prox).
+    number of pixels that fail. Returns the new state and the :class:`_Metric` at ``state``
+    (its damped diagonal is the metric of the prox, its gradient and undamped diagonal those
+    of the optimality test).
+
+    The bounds (``s >= 0``, the training box) are in the subproblem (:func:`_bounded_step`),
+    the trust region is :func:`_trust_region`, and the damping follows the gain ratio
+    (module doc, step 1).
     """
     n_comp = len(spec.configs)
     latent_only = spec.outer == "gauss-seidel"
-    mu, g, m_inv, m_diag = _joint_metric(spec, models, data, state, latent_only)
+    metric = _joint_metric(spec, models, data, state, latent_only)
+    mu, g, m_inv = metric.mu, metric.g, metric.m_inv
     step = -jnp.einsum("anm,am->an", m_inv, g)
-    size = jnp.max(jnp.abs(step[:, n_comp:]), axis=-1, keepdims=True)
-    step = step * jnp.minimum(1.0, MAX_STEP / jnp.maximum(size, TINY))
-    s = state.s if latent_only else jnp.maximum(state.s + step[:, :n_comp].T, 0.0)
     rows = [t[:, data.index].T for t in state.t]
+    step = _bounded_step(models, metric, state.s, rows, step, tuple(c.n_anchors - 1 for c in spec.configs),
+                         latent_only)
+    step = _trust_region(spec, step)
+    s = state.s if latent_only else jnp.maximum(state.s + step[:, :n_comp].T, 0.0)
     new_rows = [_project_rows(models, c, r + step[:, sl]) for c, (r, sl) in enumerate(zip(rows, _latent_slices(spec)))]
     spectra = jnp.stack([_spectra_at(cfg, models, c, r) for c, (cfg, r) in enumerate(zip(spec.configs, new_rows))])
     ell0 = _pixel_loss(spec.loss, data, mu)
-    ok = _pixel_loss(spec.loss, data, _mixture(data, s, spectra)) <= ell0 + ACCEPT_RTOL * (1.0 + ell0)
+    ell1 = _pixel_loss(spec.loss, data, _mixture(data, s, spectra))
+    ok = ell1 <= ell0 + ACCEPT_RTOL * (1.0 + ell0)
+    # Gain ratio: the decrease over the one the Gauss-Newton model predicts for the step
+    # taken. A step the model predicts badly (a zig-zag across a curved valley, a flat
+    # direction) is accepted but does not shrink the damping (rho < 1/4: it grows).
+    taken = jnp.concatenate([(s - state.s).T] + [rn - r for r, rn in zip(rows, new_rows)], axis=-1)
+    zeta = taken * metric.scale
+    fisher_scaled = metric.m_scaled - state.nu[:, None, None] * jnp.eye(zeta.shape[-1], dtype=zeta.dtype)
+    predicted = -(jnp.sum(metric.g / metric.scale * zeta, -1)
+                  + 0.5 * jnp.einsum("an,anm,am->a", zeta, fisher_scaled, zeta))
+    meaningful = predicted > ACCEPT_RTOL * (1.0 + ell0)
+    rho = jnp.where(meaningful, (ell0 - ell1) / jnp.where(meaningful, predicted, 1.0), 1.0)
+    factor = jnp.where(~ok, NU_UP, jnp.where(rho > 0.75, NU_DOWN, jnp.where(rho < 0.25, NU_POOR, 1.0)))
     new = state._replace(
         t=tuple(_scatter_rows(t, data, jnp.where(ok[:, None], rn - r, 0.0))
                 for t, r, rn in zip(state.t, rows, new_rows)),
         s=jnp.where(ok, s, state.s),
         spectra=jnp.where(ok[None, :, None], spectra, state.spectra),
-        nu=jnp.clip(jnp.where(ok, state.nu * NU_DOWN, state.nu * NU_UP), NU_MIN, NU_MAX),
+        nu=jnp.clip(state.nu * factor, NU_MIN, NU_MAX),
     )
-    return new, m_diag
+    return new, metric
 
 
-def _prox_step(spec: _Spec, models: _Models, data: _Data, state: _State, half: _State, m_diag, thresholds):
+def _lu_solve(a, b):
+    """``a^{-1} b`` for batches of small systems ``(..., N, N)``, ``(..., N)`` by LU with
+    partial pivoting (``jnp.linalg.solve`` without its differentiation wrappers: half the
+    compilation time)."""
+    lu, _, perm = jax.lax.linalg.lu(a)
+    x = jnp.take_along_axis(b, perm, axis=-1)[..., None]
+    x = jax.lax.linalg.triangular_solve(lu, x, left_side=True, lower=True, unit_diagonal=True)
+    return jax.lax.linalg.triangular_solve(lu, x, left_side=True, lower=False)[..., 0]
+
+
+def _trust_region(spec: _Spec, step):
+    """The step scaled to ``||delta_t||_inf <= MAX_STEP`` (the decoder is only locally linear).
+
+    The whole step is scaled by the largest latent block's factor, except in the blocks that
+    would shrink by more than ``BLOCK_CLIP`` times the others: a component with almost no
+    counts in the pixel has a huge, meaningless latent step (its curvature vanishes with its
+    amplitude) that would otherwise freeze the whole pixel; such a block is clipped alone."""
+    n_comp = len(spec.configs)
+    sizes = jnp.stack([jnp.max(jnp.abs(step[:, sl]), axis=-1) for sl in _latent_slices(spec)], axis=-1)  # (A, C)
+    factors = jnp.minimum(1.0, MAX_STEP / jnp.maximum(sizes, TINY))
+    size = jnp.max(jnp.abs(step[:, n_comp:]), axis=-1, keepdims=True)
+    scaled = step * jnp.minimum(1.0, MAX_STEP / jnp.maximum(size, TINY))  # the global scaling
+    # the factor of the others (1 for a lone component)
+    rest = jnp.stack([jnp.min(jnp.where(np.arange(n_comp) == c, 1.0, factors), axis=-1) for c in range(n_comp)],
+                     axis=-1)
+    outlier = factors * BLOCK_CLIP < rest  # (A, C)
+    if n_comp < 2:
+        return scaled
+    common = jnp.min(jnp.where(outlier, 1.0, factors), axis=-1, keepdims=True)  # (A, 1)
+    per_coord = [jnp.broadcast_to(common, (step.shape[0], n_comp))]
+    for c, sl in enumerate(_latent_slices(spec)):
+        f_c = jnp.where(outlier[:, c], factors[:, c], common[:, 0])
+        per_coord.append(jnp.broadcast_to(f_c[:, None], (step.shape[0], sl.stop - sl.start)))
+    split = step * jnp.concatenate(per_coord, axis=-1)
+    return jnp.where(jnp.any(outlier, axis=-1, keepdims=True), split, scaled)
+
+
+def _bounded_step(models: _Models, metric: _Metric, s, rows, step, n_latent: tuple, latent_only: bool):
+    r"""The Levenberg-Marquardt step with the constraints in the subproblem (an active-set
+    method, a few passes): the bounds ``s >= 0`` and the training box of the weights,
+    :math:`l \le \lambda_{\rm ref} + V t \le u`.
+
+    A bound that the step violates becomes an equality (a Lagrange multiplier in the
+    system): an amplitude whose step crosses 0 stops at 0 (and its component's latent
+    coordinates do not move: their columns vanish with the amplitude, and their huge steps
+    would shrink the whole step through the trust region), a weight leaving the box stops
+    on its face. A bound whose multiplier has the wrong sign is released. Projecting the
+    unconstrained step instead stalls the pixels whose optimum lies on a bound, short of
+    it (the projection of a step in a non-diagonal metric is no step of that metric).
+    Pixels where no bound is hit keep the unconstrained step (bit for bit). ``rows``: the
+    free coordinates ``(A, k_c)`` per component; ``latent_only``: the amplitudes do not move
+    (``outer="gauss-seidel"``). Works in the Jacobi-scaled coordinates of ``metric``."""
+    m_scaled, scale = metric.m_scaled, metric.scale
+    dtype = m_scaled.dtype
+    n_comp = len(n_latent)
+    n = m_scaled.shape[-1]
+    n_pix = step.shape[0]
+    g_scaled = metric.g / scale
+    # Slots, one row r (unit norm, scaled coordinates) each: the amplitudes (r zeta >= b),
+    # the weights of each component (b_lo <= r zeta <= b_hi), and the latent coordinates
+    # held with an amplitude at 0 (r zeta = 0).
+    eye_n = jnp.eye(n, dtype=dtype)
+    slot_rows = [jnp.broadcast_to(eye_n[:n_comp], (n_pix, n_comp, n))]
+    b_lo = [-s.T * scale[:, :n_comp]]
+    b_hi = [jnp.full((n_pix, n_comp), jnp.inf, dtype)]
+    owner = [np.arange(n_comp)]
+    is_hold = [np.zeros(n_comp, bool)]
+    offset = n_comp
+    for c, k in enumerate(n_latent):
+        basis = models.basis[c]  # (d, k)
+        d = basis.shape[0]
+        a = jnp.zeros((d, n), dtype).at[:, offset:offset + k].set(basis)[None] / scale[:, None, :]
+        norm = jnp.sqrt(jnp.sum(jnp.square(a), axis=-1))
+        norm = jnp.where(norm > 0, norm, 1.0)
+        lam = models.reference[c] + rows[c] @ basis.T  # (A, d)
+        slot_rows.append(a / norm[..., None])
+        b_lo.append((models.lower[c] - lam) / norm)
+        b_hi.append((models.upper[c] - lam) / norm)
+        owner.append(np.full(d, c))
+        is_hold.append(np.zeros(d, bool))
+        slot_rows.append(jnp.broadcast_to(eye_n[offset:offset + k], (n_pix, k, n)))
+        b_lo.append(jnp.zeros((n_pix, k), dtype))
+        b_hi.append(jnp.zeros((n_pix, k), dtype))
+        owner.append(np.full(k, c))
+        is_hold.append(np.ones(k, bool))
+        offset += k
+    slot_rows = jnp.concatenate(slot_rows, axis=1)  # (A, m, n)
+    b_lo, b_hi = jnp.concatenate(b_lo, axis=-1), jnp.concatenate(b_hi, axis=-1)  # (A, m)
+    owner, is_hold = np.concatenate(owner), np.concatenate(is_hold)
+    is_amp = np.arange(len(owner)) < n_comp
+    of_comp = owner[None, :] == np.arange(n_comp)[:, None]  # (C, m)
+    m = len(owner)
+    eye_m = jnp.eye(m, dtype=dtype)
+    base = jnp.broadcast_to(is_amp & latent_only, (n_pix, m))  # always on (s fixed)
+
+    def sets(active, lower, zeta, released):
+        # add the bounds the step violates; hold the latent slots of the amplitudes at 0
+        move = jnp.einsum("amn,an->am", slot_rows, zeta)
+        below, above = move < b_lo, move > b_hi
+        new = (below | above) & ~released & ~active & ~is_hold
+        lower = jnp.where(new, below, lower)
+        active = active | new | base
+        amp_on = jnp.any((active & ~base)[:, None, :] & is_amp & of_comp[None], axis=-1)  # (A, C): at 0
+        held = jnp.any(amp_on[:, :, None] & of_comp[None], axis=1)  # (A, m): slots of those components
+        active = jnp.where(is_hold, held, active & ~(held & ~is_amp))
+        return active, lower
+
+    def one_pass(_, carry):
+        # solve with the current sets, release the bounds whose multipliers have the wrong
+        # sign (the objective decreases into the feasible side), then add those the new
+        # step violates. The last pass's sets are not used: its solve is the answer.
+        _, active, lower, released = carry
+        coupling = jnp.where(active[:, :, None], slot_rows, 0.0)
+        # -eps on the active multipliers: two faces may be one (the two weights of a
+        # two-anchor model), a singular system without it
+        corner = jnp.where(active[:, :, None], -KKT_EPS * eye_m, eye_m)
+        system = jnp.concatenate([jnp.concatenate([m_scaled, jnp.swapaxes(coupling, 1, 2)], axis=-1),
+                                  jnp.concatenate([coupling, corner], axis=-1)], axis=1)
+        bound = jnp.where(base, 0.0, jnp.where(lower, b_lo, b_hi))  # base: the amplitudes stay
+        rhs = jnp.concatenate([-g_scaled, jnp.where(active, bound, 0.0)], axis=-1)
+        sol = _lu_solve(system, rhs)
+        zeta, mult = sol[:, :n], sol[:, n:]
+        changed = jnp.any(active & ~base, axis=-1, keepdims=True)
+        out = jnp.where(changed, zeta / scale, step)
+        wrong = active & ~base & ~is_hold & jnp.where(lower, mult > 0, mult < 0)
+        released = released | wrong
+        active, lower = sets(active & ~wrong, lower, zeta, released)
+        return out, active, lower, released
+
+    none = jnp.zeros((n_pix, m), bool)
+    active, lower = sets(none, none, step * scale, none)
+    # one compiled copy of the solve (a loop, not unrolled)
+    return jax.lax.fori_loop(0, ACTIVE_SET_PASSES + 1, one_pass, (step, active, lower, none))[0]
+
+
+class _FB(NamedTuple):
+    """The forward-backward point of a state before its prox (``_fb_start``)."""
+
+    s: jax.Array  # (C, A) s+ (projected)
+    x: tuple  # per component (k, P): the maps after the gradient step t - g_t / L_c
+    thr: tuple  # per component (J, k, H, W): the prox's thresholds w / L_c per pixel
+    metric: jax.Array  # (A, n) L
+
+
+def _fb_start(spec: _Spec, data: _Data, state: _State, g, fisher_diag, thresholds) -> _FB:
+    r"""The forward-backward (prox-gradient) point of ``state`` in a diagonal metric ``L``,
+    :math:`s^+ = \max(s - g_s / L_s, 0)` per amplitude and, per component,
+    :math:`t^+ = P\big(\mathrm{prox}_{w / L_c}(t - g_t / L_c)\big)` (the starlet prox of
+    the prox step with thresholds ``w / L_c`` per pixel; ``P`` the projection on the
+    training box), ``L`` the undamped Fisher diagonal with one value per component's latent
+    coordinates (their largest: the Euclidean projection is then the one of the metric, and
+    a fixed point a KKT point). Up to the prox, applied by the caller (:func:`_prox_maps`,
+    together with the prox step's); entries without curvature do not move."""
+    h, w = spec.shape
+    n_comp = len(spec.configs)
+    metric = [fisher_diag[:, :n_comp]]
+    for sl in _latent_slices(spec):
+        d_c = fisher_diag[:, sl]
+        metric.append(jnp.broadcast_to(jnp.max(d_c, axis=-1, keepdims=True), d_c.shape))
+    metric = jnp.concatenate(metric, axis=-1)
+    ok = metric > 0
+    safe = jnp.where(ok, metric, 1.0)
+    move = jnp.where(ok, -g / safe, 0.0)
+    s_fb = jnp.maximum(state.s + move[:, :n_comp].T, 0.0) * data.weight
+    xs, thrs = [], []
+    for c, sl in enumerate(_latent_slices(spec)):
+        t = state.t[c]
+        k = t.shape[0]
+        xs.append(_scatter_rows(t, data, move[:, sl]))
+        # pixels without data (or curvature): huge thresholds, filled in by the prox
+        var_rows = jnp.where((data.weight[:, None] > 0) & ok[:, sl], 1.0 / safe[:, sl], 1e30)
+        variance = jnp.full((k, h * w), 1e30, t.dtype).at[:, data.index].min(var_rows.T)
+        thrs.append(thresholds[c][:, :, None, None] * variance.reshape(k, h, w)[None])
+    return _FB(s_fb, tuple(xs), tuple(thrs), metric)
+
+
+def _prox_maps(spec: _Spec, maps, thrs):
+    """The starlet prox (transform, soft-threshold the details, reconstruct) of several
+    ``(k, P)`` maps with their thresholds ``(J, k, H, W)``, in one call (one compiled copy)."""
+    h, w = spec.shape
+    sizes = [m.shape[0] for m in maps]
+    stacked = jnp.concatenate(maps, axis=0).reshape(-1, h, w)
+    out = starlet_inverse(starlet_l1_prox(starlet_transform(stacked, spec.n_scales), jnp.concatenate(thrs, axis=1)))
+    out = out.reshape(-1, h * w)
+    return tuple(out[a:b] for a, b in zip(np.cumsum([0] + sizes[:-1]), np.cumsum(sizes)))
+
+
+def _residual_from(spec: _Spec, models: _Models, data: _Data, state: _State, fb: _FB, x_prox):
+    r"""Optimality residual per active pixel ``(A,)`` (module doc, "Stop reasons"):
+    :math:`\max_i \sqrt{L_i}\,|z_i - z^+_i|` with ``z+`` the forward-backward point
+    (:func:`_fb_start`; ``x_prox`` its maps after the prox), in standard errors."""
+    moved = [jnp.abs(state.s - fb.s).T]
+    for c, (t, x) in enumerate(zip(state.t, x_prox)):
+        moved.append(jnp.abs(t[:, data.index].T - _project_rows(models, c, x[:, data.index].T)))
+    moved = jnp.concatenate(moved, axis=-1)  # (A, n)
+    res = jnp.max(jnp.sqrt(jnp.maximum(fb.metric, 0.0)) * moved, axis=-1)
+    return jnp.where(data.weight > 0, res, 0.0)
+
+
+def _prox_step(spec: _Spec, models: _Models, data: _Data, state: _State, half: _State, metric: _Metric,
+               thresholds, fb: _FB):
     """Starlet soft-thresholding of each component's maps after the data step, then the
-    monotone safeguard (accept if ``F`` does not increase, else halve the move)."""
+    monotone safeguard (accept if ``F`` does not increase, else halve the move). Also
+    returns the prox of the forward-backward point ``fb`` of the optimality test (one
+    starlet call for both)."""
     h, w = spec.shape
     p = h * w
-    t_prox = []
+    m_diag = metric.m_diag
+    thrs = []
     for c, sl in enumerate(_latent_slices(spec)):
         k = half.t[c].shape[0]
         # The prox moves each coordinate alone: its cost is the conditional curvature M_aa.
         # Pixels without data have none, hence huge thresholds: they are filled in.
         var_rows = jnp.where(data.weight[:, None] > 0, 1.0 / jnp.maximum(m_diag[:, sl], 1e-30), 1e30)
         variance = jnp.full((k, p), 1e30, m_diag.dtype).at[:, data.index].min(var_rows.T)
-        thr = thresholds[c][:, :, None, None] * jnp.minimum(variance, 1e30).reshape(k, h, w)[None]
-        coeffs = starlet_transform(half.t[c].reshape(k, h, w), spec.n_scales)
-        t_c = starlet_inverse(starlet_l1_prox(coeffs, thr)).reshape(k, p)
-        t_prox.append(_project_rows(models, c, t_c.T).T)
+        thrs.append(thresholds[c][:, :, None, None] * jnp.minimum(variance, 1e30).reshape(k, h, w)[None])
+    n_comp = len(spec.configs)
+    both = _prox_maps(spec, list(half.t) + list(fb.x), thrs + list(fb.thr))
+    t_prox = [_project_rows(models, c, t_c.T).T for c, t_c in enumerate(both[:n_comp])]
+    fb_prox = both[n_comp:]
     f_old = _objective(spec, data, state, thresholds)
 
     def candidate(beta):
@@ -487,20 +853,27 @@ def _prox_step(spec: _Spec, models: _Models, data: _Data, state: _State, half: _
     _, new, f_new = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state, inf))
     accept = f_new <= f_old
     # A refused move keeps the damping update of the data step: its next step is shorter.
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, state._replace(nu=half.nu))
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, state._replace(nu=half.nu)), fb_prox
 
 
-def _newton_amplitude(spec: _Spec, data: _Data, spectra, s, mu):
-    """Trial amplitudes ``(A,)`` of one component: damped projected Newton step."""
+def _newton_amplitude(spec: _Spec, data: _Data, spectra, s, mu, with_far: bool = False):
+    """Trial amplitudes ``(A,)`` of one component: damped projected Newton step (and, with
+    ``with_far``, where the amplitude is more than ``AMP_FAR`` standard errors from the
+    Newton optimum, ``|g| / sqrt(H)``, and the EM trial)."""
     r, _, observed = _mu_derivatives(spec.loss, data, mu)
     # The barrier keeps XLA from fusing these sums into the broadcasts below (which
     # would recompute them for every channel).
     g, h = jax.lax.optimization_barrier((jnp.sum(spectra * r, -1), jnp.sum(spectra**2 * observed, -1)))
+    ratio = jnp.abs(g) / jnp.sqrt(jnp.maximum(h, HESS_FLOOR))
     if spec.loss == "poisson":
-        damp = 1.0 / (1.0 + jnp.abs(g) / jnp.sqrt(jnp.maximum(h, HESS_FLOOR)))
+        damp = 1.0 / (1.0 + ratio)
     else:  # a quadratic: the full Newton step is exact
         damp = 1.0
-    return projected_newton_diag(g, h, s, lower=0.0, step=damp, hess_floor=HESS_FLOOR)
+    trial = projected_newton_diag(g, h, s, lower=0.0, step=damp, hess_floor=HESS_FLOOR)
+    if with_far:
+        # the EM update from the same sums: sum_e S y / mu = sum_e S - g = 1 - g (unit sum)
+        return trial, (ratio > AMP_FAR) & (trial > 0), s * jnp.maximum(1.0 - g, 0.0)
+    return trial
 
 
 def _multiplicative_amplitude(spec: _Spec, data: _Data, spectra, s, mu):
@@ -535,8 +908,15 @@ def _amplitude_sweep(spec: _Spec):
     ``s_c`` for integer counts, so this step cannot increase it where the full one can
     (from above the minimum). ``"multiplicative"``: the EM update
     (:func:`_multiplicative_amplitude`). A pixel whose trial still increases its data term
-    (non-integer counts, rounding) keeps its amplitude. No decoding: the spectra are fixed."""
+    (non-integer counts, rounding) keeps its amplitude. No decoding: the spectra are fixed.
+
+    Far from its optimum (more than ``AMP_FAR`` standard errors, the damped Newton step
+    growing it) an amplitude moves by about one standard error per sweep: a pixel whose
+    counts are orders of magnitude above its start (a hot pixel) would take millions of
+    sweeps, each a relative change small enough to pass for convergence. There the EM update
+    (which jumps to the counts the spectrum explains) is tried too and the better kept."""
     trial_of = _newton_amplitude if spec.amp_step == "newton" else _multiplicative_amplitude
+    rescue = spec.amp_step == "newton" and spec.loss == "poisson"
 
     def sweep(state: _State, data: _Data) -> _State:
         mu = _mixture(data, state.s, state.spectra)
@@ -544,9 +924,19 @@ def _amplitude_sweep(spec: _Spec):
         s_all = state.s
         for c in range(len(spec.configs)):
             spectra, s = state.spectra[c], s_all[c]
-            trial = trial_of(spec, data, spectra, s, mu)
+            if rescue:
+                trial, far, em = _newton_amplitude(spec, data, spectra, s, mu, with_far=True)
+            else:
+                trial = trial_of(spec, data, spectra, s, mu)
             mu_trial = mu + (trial - s)[:, None] * spectra
             ell_trial = _pixel_loss(spec.loss, data, mu_trial)
+            if rescue:
+                mu_em = mu + (em - s)[:, None] * spectra
+                ell_em = _pixel_loss(spec.loss, data, mu_em)
+                use_em = far & (ell_em < ell_trial)
+                trial = jnp.where(use_em, em, trial)
+                mu_trial = jnp.where(use_em[:, None], mu_em, mu_trial)
+                ell_trial = jnp.where(use_em, ell_em, ell_trial)
             ok = ell_trial <= ell
             s_all = s_all.at[c].set(jnp.where(ok, trial, s))
             mu = jnp.where(ok[:, None], mu_trial, mu)
@@ -559,7 +949,7 @@ def _amplitude_sweep(spec: _Spec):
 def _thresholds(spec: _Spec, models: _Models, data: _Data, state: _State, k_mad):
     """l1 weights ``(J, k)`` per component: ``k_mad * MAD sigma * median M_aa`` (module doc)."""
     h, w = spec.shape
-    m_diag = _joint_metric(spec, models, data, state)[3]  # (A, n)
+    m_diag = _joint_metric(spec, models, data, state).m_diag  # (A, n)
     out = []
     for c, sl in enumerate(_latent_slices(spec)):
         valid = (data.weight > 0) & (state.s[c] > 0)
@@ -580,7 +970,11 @@ def _start(spec: _Spec, models: _Models, data: _Data, t0, s0) -> _State:
     nu = jnp.full(s0.shape[1:], DAMPING, s0.dtype)
     s0 = s0 * data.weight
     prev = (ts, s0) if spec.outer == "ipalm" else ()
-    return _State(ts, s0, _all_spectra(spec, models, data, ts), nu, jnp.zeros((), jnp.int32), prev)
+    inf = jnp.full((), jnp.inf, s0.dtype)
+    # terms: filled by _solve before the loop (they need the objective's pieces)
+    return _State(ts, s0, _all_spectra(spec, models, data, ts), nu, jnp.zeros((), jnp.int32), prev,
+                  res=jnp.full(s0.shape[1:], jnp.inf, s0.dtype), f=inf, small=jnp.zeros((), bool),
+                  flat=jnp.zeros((), jnp.int32), done=jnp.zeros((), bool), best=inf, since=jnp.zeros((), jnp.int32))
 
 
 def _extrapolate(spec: _Spec, models: _Models, data: _Data, state: _State, thresholds) -> _State:
@@ -608,26 +1002,96 @@ def _extrapolate(spec: _Spec, models: _Models, data: _Data, state: _State, thres
 
 
 def _solve(spec: _Spec, models: _Models, data: _Data, t0, s0, thresholds, control: _Control):
-    """The sweeps for one cube (module doc), per pixel or regularised as ``control`` says."""
+    """The sweeps for one cube (module doc), per pixel or regularised as ``control`` says.
+
+    Each sweep starts by the optimality test of its starting point (its gradient and Fisher
+    diagonal are those of the data step: no extra Jacobian). The sweep does not move, and
+    the loop ends, at the iteration limit, after ``STALL_SWEEPS`` sweeps without a decrease
+    of ``F``, or, once the previous sweep decreased ``F`` by less than ``tol``, if the test
+    passes or the residual has not improved (by ``RESIDUAL_PROGRESS``) for
+    ``RESIDUAL_PATIENCE`` sweeps. That last, test-only sweep is not counted in ``n_iter``;
+    the result is the point that was tested (for ``outer="ipalm"``, after a passing test:
+    the extrapolated point, never worse in ``F``)."""
     state = _start(spec, models, data, t0, s0)
 
+    def terms_of(st, d):
+        return (_pixel_loss(spec.loss, d, _mixture(d, st.s, st.spectra)), _regulariser(spec, st.t, thresholds))
+
+    ell, reg = terms_of(state, data)
+    state = state._replace(f=jnp.sum(ell) + reg, terms=(ell, reg))
+
     def joint_step(st, d):
+        checking = (st.flat >= STALL_SWEEPS) | (st.it >= control.limit)  # this sweep only tests
+        x = st
         if spec.outer == "ipalm":
-            st = _extrapolate(spec, models, d, st, thresholds)
-        half, m_diag = _data_step(spec, models, d, st)
-        return jax.lax.cond(control.use_prox, lambda: _prox_step(spec, models, d, st, half, m_diag, thresholds),
-                            lambda: half)
+            y = _extrapolate(spec, models, d, st, thresholds)
+            st = jax.tree_util.tree_map(lambda a, b: jnp.where(checking, a, b), x._replace(prev=y.prev), y)
+        half, metric = _data_step(spec, models, d, st)
+        fb = _fb_start(spec, d, st, metric.g, metric.fisher_diag, thresholds)
+        new, fb_prox = jax.lax.cond(control.use_prox,
+                                    lambda: _prox_step(spec, models, d, st, half, metric, thresholds, fb),
+                                    lambda: (half, fb.x))
+        res_pix = _residual_from(spec, models, d, st, fb, fb_prox)
+        res = jnp.max(res_pix)
+        improved = res < RESIDUAL_PROGRESS * st.best
+        best = jnp.where(improved, res, st.best)
+        since = jnp.where(improved, 0, st.since + 1).astype(st.since.dtype)
+        # after the relative decrease fell below tol: stop if the test passes, or if the
+        # residual no longer improves (the loop would not pass it: a stall)
+        done = checking | (st.small & ((res <= control.gtol) | (since >= RESIDUAL_PATIENCE)))
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), st, new)
+        return new._replace(res=res_pix, done=done, best=best, since=since)
 
-    def count(st, _):
-        return st._replace(it=st.it + 1)
+    amplitudes = repeat(_amplitude_sweep(spec), spec.amp_steps)
 
-    def objective(st, d):
-        return _objective(spec, d, st, thresholds)
+    def amplitude_step(st, d):
+        moved = amplitudes(st, d)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(st.done, a, b), st, moved)
 
-    f0 = objective(state, data)
-    res = block_solve((joint_step, repeat(_amplitude_sweep(spec), spec.amp_steps), count), objective, state,
-                      data, max_iter=spec.trace_len, tol=spec.tol, stop=lambda _, new, __: new.it >= control.limit)
-    return res.state, f0, res.trace, res.n_iter
+    def count(st, d):
+        # the relative decrease of F over the sweep, for the next sweep's stopping test: the
+        # sum of the pixels' changes (F itself, a float32 sum of ~1e6 on a large cube, cannot
+        # resolve the last ones)
+        ell, reg = terms_of(st, d)
+        f = jnp.sum(ell) + reg
+        change = jnp.abs(jnp.sum(st.terms[0] - ell) + (st.terms[1] - reg))
+        scale = jnp.maximum(jnp.abs(f), 1.0)
+        flat = jnp.where(change <= STALL_RTOL * scale, st.flat + 1, 0).astype(st.flat.dtype)
+        return st._replace(it=st.it + jnp.where(st.done, 0, 1).astype(st.it.dtype), f=f, terms=(ell, reg),
+                           small=change <= spec.tol * scale, flat=flat)
+
+    def objective(st, _):
+        return st.f  # computed by count (one evaluation per sweep)
+
+    f0 = state.f
+    res = block_solve((joint_step, amplitude_step, count), objective, state, data, max_iter=spec.trace_len,
+                      tol=None, stop=lambda _, new, __: new.done)
+    final = res.state
+    n_iter = final.it
+    # the check-only sweep is not counted: its entry (the objective of the result) is the last
+    trace = jnp.where(jnp.arange(res.trace.shape[0]) == n_iter - 1, res.objective, res.trace)
+    residual = final.res  # (A,): the test of the final point (its check-only sweep)
+    finite_pix = (jnp.all(jnp.isfinite(final.s), axis=0) & jnp.all(jnp.isfinite(final.spectra), axis=(0, 2))
+                  & jnp.isfinite(residual))
+    finite_pix = finite_pix & jnp.all(jnp.stack([jnp.all(jnp.isfinite(t[:, data.index]), axis=0) for t in final.t]),
+                                      axis=0)
+    finite_pix = finite_pix | (data.weight == 0)
+    # a loop that stopped on a non-finite objective did not test its point
+    finite = jnp.all(finite_pix) & jnp.isfinite(res.objective) & final.done
+    hit_limit = n_iter >= control.limit
+    r_max = jnp.max(jnp.where(data.weight > 0, residual, 0.0))
+    status = decide(finite, r_max <= control.gtol, hit_limit)
+    pixel_status = decide(finite_pix & finite, residual <= control.gtol, hit_limit)
+    return final, f0, trace, n_iter, _Outcome(status, r_max, pixel_status, residual)
+
+
+class _Outcome(NamedTuple):
+    """Stop reason and fit statistics of a solve (per cube; per active pixel)."""
+
+    status: jax.Array
+    residual: jax.Array
+    pixel_status: jax.Array  # (A,)
+    pixel_residual: jax.Array  # (A,)
 
 
 # The batched programs take the arguments shared by the cubes first, then the batched ones
@@ -878,18 +1342,74 @@ def _trace_len(*limits: int) -> int:
     return 256 if n <= 256 else 1 << (n - 1).bit_length()
 
 
-def _converged(f0, trace, n_iter, tol):
-    """block_solve's relative-decrease rule read back from the trace (the iteration limit
-    also stops the loop, through ``stop``, and must not count as convergence)."""
-    n = np.asarray(n_iter)
-    full = np.concatenate([np.asarray(f0)[:, None], np.asarray(trace)], axis=1)
-    rows = np.arange(len(n))
-    last, prev = full[rows, n], full[rows, n - 1]
-    return np.isfinite(last) & (np.abs(prev - last) <= tol * np.maximum(np.abs(last), 1.0))
+#: The deviance moments are tabulated once on a grid of expected counts, uniform in
+#: ``log mu`` from ``_MOMENT_LOG_RANGE`` (above, they are 1 and 2 to 1e-4), and
+#: interpolated: a cube has millions of channels, and ``deviance_moments`` sums 128 terms for
+#: each.
+_MOMENT_LOG_RANGE = (np.log(1e-30), np.log(1e4))
+_MOMENT_POINTS = 8193
+_MOMENT_TABLE: list = []
+
+
+def _deviance_moments_fast(mu):
+    """:func:`frugal.ops.gof.deviance_moments` of ``mu`` (NumPy, any shape) by linear
+    interpolation in ``log mu`` (relative error below 1e-4; 0 at ``mu = 0``)."""
+    lo, hi = _MOMENT_LOG_RANGE
+    step = (hi - lo) / (_MOMENT_POINTS - 1)
+    if not _MOMENT_TABLE:
+        grid = np.exp(lo + step * np.arange(_MOMENT_POINTS))
+        mean, var = deviance_moments(jnp.asarray(grid, jnp.float32))
+        _MOMENT_TABLE.extend([np.asarray(mean, np.float32), np.asarray(var, np.float32)])
+    mean_t, var_t = _MOMENT_TABLE
+    mu = np.asarray(mu, np.float32)
+    pos = mu > 0
+    x = (np.log(np.where(pos, mu, 1.0)) - np.float32(lo)) / np.float32(step)
+    x = np.clip(x, 0.0, _MOMENT_POINTS - 1.0 - 1e-3)
+    i = x.astype(np.int32)
+    frac = x - i
+    mean = mean_t[i] + frac * (mean_t[i + 1] - mean_t[i])
+    var = var_t[i] + frac * (var_t[i + 1] - var_t[i])
+    return np.where(pos, mean, 0.0), np.where(pos, var, 0.0)
+
+
+def _gamma_tail(deviance, mean, var, n_params):
+    """The p-value of :func:`frugal.ops.gof.gof_pvalue` (the same moment-matched gamma law)
+    from moments already summed, per pixel or over a cube (whose channels do not fit in
+    one ``gof_pvalue`` call: 128 terms per channel)."""
+    reduced = np.maximum(mean - n_params, 0.5 * mean)
+    var = var * np.where(mean > 0, reduced / np.where(mean > 0, mean, 1.0), 1.0)
+    ok = (reduced > 0) & (var > 0)
+    shape = np.where(ok, reduced**2 / np.where(ok, var, 1.0), 1.0)
+    scale = np.where(ok, var / np.where(ok, reduced, 1.0), 1.0)
+    finite = np.isfinite(deviance)
+    x = np.where(finite, np.maximum(np.nan_to_num(deviance), 0.0), 0.0) / scale
+    p = np.asarray(jax.scipy.special.gammaincc(jnp.asarray(shape, jnp.float32), jnp.asarray(x, jnp.float32)))
+    p = np.where(ok, p, 1.0)
+    return np.where(np.isnan(deviance), np.nan, np.where(finite, p, 0.0))
+
+
+def _goodness_of_fit(y, model, inside, active, n_free):
+    """Per pixel ``(B, P)`` and per cube ``(B,)``: the Poisson deviance of the fitted model and
+    its p-value (:func:`frugal.ops.gof.gof_pvalue`'s method): ``n_free`` fitted parameters per
+    pixel with counts, none in a pixel without (its amplitudes are 0, the exact optimum);
+    NaN outside the mask. ``y``, ``model``: ``(B, E, P)``."""
+    b, e, p = y.shape
+    y64, mu64 = y.astype(np.float64), model.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(y64 > 0, y64 * np.log(y64 / mu64), 0.0) - y64 + mu64
+    deviance = np.where(inside, 2.0 * term.sum(1), np.nan)  # (B, P); inf: counts the model cannot explain
+    mean, var = _deviance_moments_fast(np.maximum(model, 0.0))
+    mean, var = mean.sum(1, dtype=np.float64), var.sum(1, dtype=np.float64)  # (B, P)
+    n_params = np.where(active, float(n_free), 0.0)
+    pixel_p = np.where(inside, _gamma_tail(deviance, mean, var, n_params), np.nan)
+    total = np.where(inside, deviance, 0.0).sum(1)
+    cube_p = _gamma_tail(total, np.where(inside, mean, 0.0).sum(1), np.where(inside, var, 0.0).sum(1),
+                         n_params.sum(1))
+    return deviance, pixel_p, total, cube_p
 
 
 def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init, mask, param_maps, names,
-         amp_steps, regularise, init_iter, outer, amp_step, devices, chunk_size):
+         amp_steps, regularise, init_iter, outer, amp_step, devices, chunk_size, gtol):
     models = _as_models(models)
     y, batched = _check_cube(cube, models[0].config.n_channels)
     b, e, h, w = y.shape
@@ -904,6 +1424,7 @@ def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init
     k_mad = check_float(k_mad, "k_mad", minimum=0.0)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     tol = check_float(tol, "tol", minimum=0.0)
+    gtol = check_float(gtol, "gtol", minimum=0.0)
     amp_steps = check_int(amp_steps, "amp_steps", minimum=0)
     init_iter = check_int(init_iter, "init_iter", minimum=1)
     if outer == "gauss-seidel" and amp_steps == 0:
@@ -923,14 +1444,14 @@ def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init
     geometry = _model_geometry(models)
     data, index, weight = _active_data(y, bkg, mask)
     spec = _Spec(configs=tuple(m.config for m in models), shape=(h, w), loss=loss, n_scales=n_scales,
-                 trace_len=_trace_len(max_iter, init_iter), tol=tol, amp_steps=amp_steps, outer=outer,
+                 trace_len=_trace_len(max_iter + 1, init_iter + 1), tol=tol, amp_steps=amp_steps, outer=outer,
                  amp_step=amp_step)
     # The grid search and the thresholds do not depend on the variant: one program for all.
     base = spec._replace(outer="joint", amp_step="newton")
     zero_thr = tuple(np.zeros((b, n_scales, m.n_anchors - 1), np.float32) for m in models)
 
     def control(use_prox, limit):
-        return _Control(jnp.asarray(use_prox), jnp.int32(limit))
+        return _Control(jnp.asarray(use_prox), jnp.int32(limit), jnp.float32(gtol))
 
     def run(fn, batched_args, shared_args):
         # Over the cubes: chunks of chunk_size cubes, each split over the devices.
@@ -943,25 +1464,31 @@ def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init
     if init is None:
         t0, s0 = run(partial(_grid_start_batch, base), (data,), (geometry, _grids(models, geometry)))
         # Stage 1, the per-pixel fit: the whole of fit_pixels, the start of SUSHI.
-        state, f0, trace, n_iter = solve(t0, s0, zero_thr, False, init_iter if regularise else max_iter)
+        state, f0, trace, n_iter, outcome = solve(t0, s0, zero_thr, False, init_iter if regularise else max_iter)
         t0, s0, n_init = state.t, state.s, np.asarray(n_iter)
     else:
         t0, s_maps = _check_init(init, models, geometry, b, h, w, batched)
         s0 = np.take_along_axis(s_maps, index[:, None, :], axis=2) * weight[:, None, :]
         if not regularise:
-            state, f0, trace, n_iter = solve(t0, s0, zero_thr, False, max_iter)
+            state, f0, trace, n_iter, outcome = solve(t0, s0, zero_thr, False, max_iter)
     if regularise:
         thr = run(partial(_thresholds_batch, base), (data, t0, s0), (geometry, jnp.float32(k_mad)))
-        state, f0, trace, n_iter = solve(t0, s0, thr, True, max_iter)
+        state, f0, trace, n_iter, outcome = solve(t0, s0, thr, True, max_iter)
     else:
         thr, n_init = zero_thr, np.zeros(b, np.int32)
-    return _assemble(state, f0, trace, n_iter, _converged(f0, trace, n_iter, tol), thr, n_init, geometry, models,
-                     param_maps, names, y.shape, bkg, mask, index, weight, batched)
+    n_latent = sum(m.n_anchors - 1 for m in models)
+    # Fitted parameters per pixel with counts, for the goodness of fit: all of them for the
+    # per-pixel fit; for SUSHI the amplitudes (not regularised) and, of the latent maps, the
+    # coarse starlet plane only (about one value per 4^J pixels), an approximation (see
+    # SushiResult.gof_pvalue).
+    n_free = n_comp + (n_latent / 4.0**n_scales if regularise and k_mad > 0 else n_latent)
+    return _assemble(state, f0, trace, n_iter, outcome, thr, n_init, geometry, models, param_maps, names, y, bkg,
+                     mask, index, weight, batched, n_free)
 
 
-def _assemble(state, f0, trace, n_iter, converged, thr, n_init, geometry, models, param_maps, names, shape, bkg,
-              mask, index, weight, batched):
-    b, e, h, w = shape
+def _assemble(state, f0, trace, n_iter, outcome, thr, n_init, geometry, models, param_maps, names, y, bkg,
+              mask, index, weight, batched, n_free):
+    b, e, h, w = y.shape
     n_comp = len(models)
     amplitude = np.zeros((b, n_comp, h * w), np.float32)
     spectra = np.zeros((b, n_comp, h * w, e), np.float32)
@@ -973,6 +1500,26 @@ def _assemble(state, f0, trace, n_iter, converged, thr, n_init, geometry, models
     components = (amplitude[..., None] * spectra).transpose(0, 1, 3, 2).reshape(b, n_comp, e, h, w)
     model = bkg + components.sum(axis=1)
     inside = mask.reshape(b, h * w)
+
+    # Stop reasons and goodness of fit. Pixels without a data term (no counts, or outside the
+    # mask) have nothing to optimise: optimal (residual 0), as coordinates without curvature.
+    pixel_status = np.full((b, h * w), int(Status.CONVERGED), np.int32)
+    pixel_residual = np.zeros((b, h * w), np.float32)
+    ps, pr = np.asarray(outcome.pixel_status), np.asarray(outcome.pixel_residual)
+    active = np.zeros((b, h * w), bool)
+    for i in range(b):
+        real = weight[i] > 0
+        pixel_status[i, index[i, real]] = ps[i, real]
+        pixel_residual[i, index[i, real]] = pr[i, real]
+        active[i, index[i, real]] = True
+    pixel_dev, pixel_p, deviance, gof_p = _goodness_of_fit(y.reshape(b, e, h * w), model.reshape(b, e, h * w),
+                                                           inside, active, n_free)
+    status = np.asarray(outcome.status).astype(np.int32)
+    residual = np.asarray(outcome.residual).astype(np.float32)
+    converged = status == int(Status.CONVERGED)
+    stats = [status, residual, deviance.astype(np.float32), gof_p.astype(np.float32),
+             pixel_status.reshape(b, h, w), pixel_residual.reshape(b, h, w),
+             pixel_dev.reshape(b, h, w).astype(np.float32), pixel_p.reshape(b, h, w).astype(np.float32)]
     latent = []
     for c in range(n_comp):
         ref = np.asarray(geometry.reference[c])
@@ -1000,8 +1547,9 @@ def _assemble(state, f0, trace, n_iter, converged, thr, n_init, geometry, models
         params = {k: v[0] for k, v in params.items()}
         objective, n_iter, converged, n_init = objective[0], n_iter[0], converged[0], n_init[0]
         thresholds = tuple(t[0] for t in thresholds)
+        stats = [v[0] for v in stats]
     return SushiResult(amplitude, tuple(latent), components, model, params, objective, n_iter, converged,
-                       thresholds, n_init, names)
+                       thresholds, n_init, names, *stats)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1029,6 +1577,7 @@ def sushi(
     amp_step: str = "newton",
     devices=None,
     chunk_size: int | None = None,
+    gtol: float = GTOL,
 ) -> SushiResult:
     """Unmix an X-ray cube with spatially regularised IAE components (SUSHI; module doc).
 
@@ -1040,7 +1589,10 @@ def sushi(
     loss: ``"poisson"`` (default) or ``"gaussian"`` (chi-square with variance ``max(Y, 1)``).
     n_scales: starlet detail planes regularised (the coarse plane is not).
     k_mad: threshold in MAD noise units (``0``: no spatial regularisation).
-    max_iter, tol: sweeps of the regularised loop and its relative-decrease stopping rule.
+    max_iter, tol: sweeps of the regularised loop and its stopping rule: the loop stops when
+      the relative decrease of ``F`` falls below ``tol`` at a point that passes the
+      optimality test (``gtol``), when ``F`` no longer decreases at all, or after
+      ``max_iter`` sweeps (module doc, "Stop reasons").
     init: where to start: a ``SushiResult`` (e.g. :func:`fit_pixels`'s) or a pair
       ``(amplitude (C, H, W), latent (one (d_c, H, W) map per model))``; the thresholds
       come from its latent maps. Default: :func:`fit_pixels` (``max_iter=init_iter``, same
@@ -1067,8 +1619,11 @@ def sushi(
       host its own cubes with ``devices=jax.local_devices()``.
     chunk_size: cubes per compiled batch (default: the whole batch); a last, smaller
       chunk is padded (one program for every chunk). Bounds the memory of large batches.
+    gtol: the optimality residual, in standard errors (module doc, "Stop reasons"), at or
+      below which the result is ``Status.CONVERGED``.
 
-    Returns a :class:`SushiResult`. The three stages (grid search, per-pixel sweeps,
+    Returns a :class:`SushiResult` (``status``, ``residual``: why the loop stopped;
+    ``deviance``, ``gof_pvalue``: the goodness of fit). The three stages (grid search, per-pixel sweeps,
     regularised sweeps) are each one jitted program with no host round trip per sweep;
     the programs depend on the shapes (and the variant) only, so cubes of one size share
     them.
@@ -1076,7 +1631,7 @@ def sushi(
     return _run(cube, models, background=background, loss=loss, n_scales=n_scales, k_mad=k_mad,
                 max_iter=max_iter, tol=tol, init=init, mask=mask, param_maps=param_maps, names=names,
                 amp_steps=amp_steps, regularise=True, init_iter=init_iter, outer=outer, amp_step=amp_step,
-                devices=devices, chunk_size=chunk_size)
+                devices=devices, chunk_size=chunk_size, gtol=gtol)
 
 
 @full_precision
@@ -1097,6 +1652,7 @@ def fit_pixels(
     amp_step: str = "newton",
     devices=None,
     chunk_size: int | None = None,
+    gtol: float = GTOL,
 ) -> SushiResult:
     """Fit the same models pixel by pixel, without spatial regularisation (the usual practice).
 
@@ -1108,10 +1664,11 @@ def fit_pixels(
     ``chunk_size``: how a batch of cubes is spread); ``init`` skips the grid search. Every
     variant solves the same per-pixel problems, hence reaches the same optimum from the same
     start (up to the local minima of the thermal / synchrotron degeneracy). Returns a
-    :class:`SushiResult` with zero ``thresholds``.
+    :class:`SushiResult` with zero ``thresholds``; its ``pixel_status`` and
+    ``pixel_gof_pvalue`` say which pixels are optimal and which the models describe.
     """
     # n_scales as SUSHI's default: one compiled program serves both.
     return _run(cube, models, background=background, loss=loss, n_scales=2, k_mad=0.0, max_iter=max_iter,
                 tol=tol, init=init, mask=mask, param_maps=param_maps, names=names, amp_steps=amp_steps,
                 regularise=False, init_iter=max_iter, outer=outer, amp_step=amp_step, devices=devices,
-                chunk_size=chunk_size)
+                chunk_size=chunk_size, gtol=gtol)
