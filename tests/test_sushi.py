@@ -584,3 +584,24 @@ def test_goodness_of_fit(models, truth, exposed, faint):
     assert bad.gof_pvalue < 1e-6 and np.mean(bad.pixel_gof_pvalue < 1e-3) > 0.5
     bad_reg = sushi(lined, models, init=bad)
     assert bad_reg.gof_pvalue < 1e-6
+
+
+def test_optimum_on_a_bound_is_reached_and_flagged_converged(models, truth):
+    """Where the synchrotron component is absent (amplitude 0: the bound s >= 0 binds), the
+    per-pixel fit of a noiseless cube reaches the optimum and passes the optimality test
+    (the test's projected gradient on the bound, not a gradient that is not zero there)."""
+    amplitude, latent, _ = truth
+    amp = amplitude.copy()
+    amp[1, :, :4] = 0.0  # no synchrotron in the left third
+    cube = sum(amp[c] * unit_spectra(m, latent[c]) for c, m in enumerate(models)).astype(np.float32)
+    res = fit_pixels(cube, models)
+    assert res.status == Status.CONVERGED and np.all(res.pixel_status == Status.CONVERGED), res.residual
+    left = np.s_[:, :4]
+    assert np.all(res.amplitude[1][left] <= 1e-3 * amp[0][left]), res.amplitude[1][left].max()
+    np.testing.assert_allclose(res.amplitude[0][left], amp[0][left], rtol=2e-3)
+    np.testing.assert_allclose(res.latent[0][(slice(None),) + left], latent[0][(slice(None),) + left], atol=5e-3)
+    np.testing.assert_allclose(res.amplitude[:, :, 4:], amp[:, :, 4:], rtol=2e-3)
+    # the amplitudes' part of the test, written independently, on and off the bound
+    ii, jj = np.array([0, 5, 11, 3, 8]), np.array([0, 2, 3, 8, 11])
+    r = _independent_amplitude_residual(models, cube, res, ii, jj)
+    assert np.all(r <= 0.1), r
