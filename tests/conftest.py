@@ -1,19 +1,12 @@
 """Shared fixtures: small shapes, compiled once per module."""
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
 # Tests run on the CPU whatever the machine has, with a stable thread count.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# Compiled programs are kept on disk for the other test processes (pytest-xdist workers) and
-# modules of the run: several files solve the same toy problems with the same shapes, and
-# compilation is most of the suite's time. The key holds the program, the jax version and
-# XLA_FLAGS, so a run with other flags (the SSE4.2 run of CI) compiles its own.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "frugal-tests-jax-cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,16 +26,6 @@ def geant4_dir():
     if d is None:
         pytest.skip("Geant4 development data (../shared/data/gamma_steel_geant4) is not available")
     return d
-
-
-# The longest files first: with one file per worker (``--dist loadfile``), a long file
-# started last keeps one core busy while the other idles.
-LONG_FILES = ("test_semsun.py", "test_sushi.py", "test_batching.py", "test_properties.py", "test_iae.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: file order kept
 
 
 @pytest.fixture(scope="module", autouse=True)
