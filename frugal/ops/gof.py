@@ -66,8 +66,14 @@ def gof_pvalue(deviance, mu, n_params=0, *, axis=-1):
     expects none), 1 where the model expects no counts at all.
     """
     mean_j, var_j = deviance_moments(mu)
-    mean = jnp.sum(mean_j, axis=axis)
-    var = jnp.sum(var_j, axis=axis)
+    return pvalue_from_moments(deviance, jnp.sum(mean_j, axis=axis), jnp.sum(var_j, axis=axis), n_params)
+
+
+def pvalue_from_moments(deviance, mean, var, n_params=0):
+    """:func:`gof_pvalue` from the deviance's moments already summed over the channels
+    (``mean``, ``var``: sums of :func:`deviance_moments`), for callers that sum them their own
+    way (over the pixels of a cube as well as per pixel)."""
+    mean, var = jnp.asarray(mean), jnp.asarray(var)
     reduced = jnp.maximum(mean - n_params, 0.5 * mean)
     var = var * jnp.where(mean > 0, reduced / jnp.where(mean > 0, mean, 1.0), 1.0)
     ok = (reduced > 0) & (var > 0)
@@ -80,4 +86,4 @@ def gof_pvalue(deviance, mu, n_params=0, *, axis=-1):
     return jnp.where(jnp.isnan(deviance), jnp.nan, jnp.where(finite, p, 0.0))
 
 
-__all__ = ["deviance_moments", "gof_pvalue"]
+__all__ = ["deviance_moments", "gof_pvalue", "pvalue_from_moments"]

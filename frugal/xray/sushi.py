@@ -198,7 +198,7 @@ import numpy as np
 from frugal._precision import full_precision
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.iae import model as M
-from frugal.ops.gof import deviance_moments
+from frugal.ops.gof import deviance_moments, pvalue_from_moments
 from frugal.ops.losses import TINY
 from frugal.ops.proxes import project_box_section
 from frugal.ops.starlet import starlet_inverse, starlet_l1_prox, starlet_transform
@@ -1372,22 +1372,6 @@ def _deviance_moments_fast(mu):
     return np.where(pos, mean, 0.0), np.where(pos, var, 0.0)
 
 
-def _gamma_tail(deviance, mean, var, n_params):
-    """The p-value of :func:`frugal.ops.gof.gof_pvalue` (the same moment-matched gamma law)
-    from moments already summed, per pixel or over a cube (whose channels do not fit in
-    one ``gof_pvalue`` call: 128 terms per channel)."""
-    reduced = np.maximum(mean - n_params, 0.5 * mean)
-    var = var * np.where(mean > 0, reduced / np.where(mean > 0, mean, 1.0), 1.0)
-    ok = (reduced > 0) & (var > 0)
-    shape = np.where(ok, reduced**2 / np.where(ok, var, 1.0), 1.0)
-    scale = np.where(ok, var / np.where(ok, reduced, 1.0), 1.0)
-    finite = np.isfinite(deviance)
-    x = np.where(finite, np.maximum(np.nan_to_num(deviance), 0.0), 0.0) / scale
-    p = np.asarray(jax.scipy.special.gammaincc(jnp.asarray(shape, jnp.float32), jnp.asarray(x, jnp.float32)))
-    p = np.where(ok, p, 1.0)
-    return np.where(np.isnan(deviance), np.nan, np.where(finite, p, 0.0))
-
-
 def _goodness_of_fit(y, model, inside, active, n_free):
     """Per pixel ``(B, P)`` and per cube ``(B,)``: the Poisson deviance of the fitted model and
     its p-value (:func:`frugal.ops.gof.gof_pvalue`'s method): ``n_free`` fitted parameters per
@@ -1401,10 +1385,10 @@ def _goodness_of_fit(y, model, inside, active, n_free):
     mean, var = _deviance_moments_fast(np.maximum(model, 0.0))
     mean, var = mean.sum(1, dtype=np.float64), var.sum(1, dtype=np.float64)  # (B, P)
     n_params = np.where(active, float(n_free), 0.0)
-    pixel_p = np.where(inside, _gamma_tail(deviance, mean, var, n_params), np.nan)
+    pixel_p = np.where(inside, np.asarray(pvalue_from_moments(deviance, mean, var, n_params)), np.nan)
     total = np.where(inside, deviance, 0.0).sum(1)
-    cube_p = _gamma_tail(total, np.where(inside, mean, 0.0).sum(1), np.where(inside, var, 0.0).sum(1),
-                         n_params.sum(1))
+    cube_p = np.asarray(pvalue_from_moments(total, np.where(inside, mean, 0.0).sum(1),
+                                            np.where(inside, var, 0.0).sum(1), n_params.sum(1)))
     return deviance, pixel_p, total, cube_p
 
 
