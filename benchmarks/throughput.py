@@ -229,10 +229,7 @@ def plot(saved: dict, path):
     Draws the curve, the memory-mapped run, and (for a GPU run that has one) the run made
     before the solvers' products were set to full float32 precision.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from frugal.plotting import figure
 
     series = [("", saved)]
     if saved.get("before_precision_fix"):
@@ -240,7 +237,8 @@ def plot(saved: dict, path):
     first = [p for p in saved["curve"] if "timed_out_s" not in p]
     if not first:
         return
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
     for suffix, run in series:
         million = run.get("memmap_run") or {}
         lines = [(f"{{}} problem{suffix}", run["curve"], "o-"),
@@ -265,7 +263,6 @@ def plot(saved: dict, path):
     fig.suptitle(f"frugal.gamma.unmix throughput ({first[0]['backend']}, {first[0].get('device_kind', '')})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def parse_args(argv=None):

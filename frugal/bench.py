@@ -299,12 +299,10 @@ def table(report: dict) -> str:
 
 def plot_convergence(report: dict, path, title: str = ""):
     """Median relative gap against iteration and against wall time, one line per variant."""
-    import matplotlib
+    from frugal.plotting import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_it, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = figure(figsize=(11, 4.2))
+    ax_it, ax_t = fig.subplots(1, 2)
     floor = 1e-12
     curves = {name: (np.asarray(v["median_gap_per_iteration"]), v["seconds_per_iteration"])
               for name, v in report["variants"].items()}
@@ -327,7 +325,6 @@ def plot_convergence(report: dict, path, title: str = ""):
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

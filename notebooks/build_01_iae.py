@@ -41,9 +41,9 @@ plt.xlabel("epoch"); plt.legend(); plt.title(f"best epoch {model.info['best_epoc
     ("md", "## Interpolation path, reconstructions, latent against the true parameter"),
     ("code", """from frugal.iae.plots import plot_overview
 test = family.spectra[s.test]
-plot_overview(model, test, family.params[s.test], energies=family.energies, param_name="t");
 nmse = iae.nmse_db(model.reconstruct(test), test)
-print(f"held-out NMSE: median {np.median(nmse):.1f} dB, quartiles {np.percentile(nmse, 25):.1f} / {np.percentile(nmse, 75):.1f}")"""),
+print(f"held-out NMSE: median {np.median(nmse):.1f} dB, quartiles {np.percentile(nmse, 25):.1f} / {np.percentile(nmse, 75):.1f}")
+plot_overview(model, test, family.params[s.test], energies=family.energies, param_name="t")"""),
     ("md", """## Fitting noisy counts: barycentric span projection
 `iae.project` fits weights and amplitude under a Poisson likelihood (damped Newton with exact
 derivatives, vmapped over the batch)."""),

@@ -145,13 +145,12 @@ too small; at N = 2 500 most high-energy bins hold 0 or 1 count and the residual
 discrete values."""),
     code("""y, res, a_true = results[100_000]
 r = res["SEMSUN-j"]
-plot_fit(y[0], r.signatures[0], r.counts[0], energies=energies, names=names,
-         title=f"SEMSUN-j, one draw at N = 100 000: deviance {r.loss[0]:.0f} over 800 bins")
 sig_nmse = [np.median(iae.nmse_db(r.signatures[:, :, k + 1], np.broadcast_to(family[32, k], r.signatures[:, :, k + 1].shape)))
             for k in range(4)]
 print("signature NMSE of SEMSUN-j (dB, median):", {n: round(float(v), 1) for n, v in zip(NUCLIDES, sig_nmse)},
       "-- paper: 34.5 / 35.2 / 38.3 / 37.5")
-plt.show()"""),
+plot_fit(y[0], r.signatures[0], r.counts[0], energies=energies, names=names,
+         title=f"SEMSUN-j, one draw at N = 100 000: deviance {r.loss[0]:.0f} over 800 bins")"""),
 ]
 
 nb = nbformat.v4.new_notebook(cells=cells, metadata={

@@ -416,21 +416,21 @@ def cube_batch(models, items):
     return cube.reshape(E, H, W).astype(np.float32), truth
 
 
-def pixel_stderr(models, truth):
-    """Per pixel with a known truth, the standard errors ``(2,)`` of the amplitudes and of
-    each component's weights, from the Fisher information ``J^T diag(1/mu) J`` at the truth
-    (free coordinates: the weights minus the simplex centre on ``sum_to_one_basis``), with
-    ``jax.jacfwd`` of an independent decoding; ``None`` elsewhere. A faint component under a
-    bright one has weights known to +-1 or worse: "right" is judged against these."""
+_STDERR_PROGRAMS = {}
+
+
+def _stderr_program(models):
+    """The jitted, vmapped Fisher standard errors at free coordinates ``z`` (amplitudes, then
+    each component's weights on ``sum_to_one_basis``), built once per set of models."""
+    key = tuple(id(m) for m in models)
+    if key in _STDERR_PROGRAMS:
+        return _STDERR_PROGRAMS[key]
     import jax
     import jax.numpy as jnp
 
     from frugal.iae import model as MM
     from frugal.solvers import sum_to_one_basis
 
-    known = [p for p, t in enumerate(truth) if t is not None]
-    if not known:
-        return [None] * len(truth)
     bases = [jnp.asarray(sum_to_one_basis(m.n_anchors)) for m in models]
     sizes = [m.n_anchors - 1 for m in models]
 
@@ -456,12 +456,28 @@ def pixel_stderr(models, truth):
             i += sizes[c]
         return out
 
+    _STDERR_PROGRAMS[key] = (jax.jit(jax.vmap(stderr)), [np.asarray(b) for b in bases])
+    return _STDERR_PROGRAMS[key]
+
+
+def pixel_stderr(models, truth):
+    """Per pixel with a known truth, the standard errors ``(2,)`` of the amplitudes and of
+    each component's weights, from the Fisher information ``J^T diag(1/mu) J`` at the truth
+    (free coordinates: the weights minus the simplex centre on ``sum_to_one_basis``), with
+    ``jax.jacfwd`` of an independent decoding; ``None`` elsewhere. A faint component under a
+    bright one has weights known to +-1 or worse: "right" is judged against these."""
+    known = [p for p, t in enumerate(truth) if t is not None]
+    if not known:
+        return [None] * len(truth)
+    program, bases = _stderr_program(models)
     zs = []
     for p in known:
         amp, lams = truth[p]
-        free = [np.linalg.lstsq(np.asarray(b), lam - 1.0 / len(lam), rcond=None)[0] for b, lam in zip(bases, lams)]
+        free = [np.linalg.lstsq(b, lam - 1.0 / len(lam), rcond=None)[0] for b, lam in zip(bases, lams)]
         zs.append(np.concatenate([amp, *free]))
-    se = jax.jit(jax.vmap(stderr))(jnp.asarray(np.stack(zs), jnp.float32))
+    # Padded to one row per pixel: one shape, one compilation for every example.
+    zs = np.stack(zs + [zs[0]] * (len(truth) - len(zs))).astype(np.float32)
+    se = program(zs)
     out = [None] * len(truth)
     for k, p in enumerate(known):
         out[p] = [np.asarray(x[k]) for x in se]

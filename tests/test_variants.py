@@ -1,4 +1,5 @@
-"""Solver variants: every amplitude step reaches SciPy's optimum on a convex instance."""
+"""Solver variants: every amplitude step and every latent step reaches SciPy's optimum on a
+convex instance."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,9 @@ from scipy.optimize import minimize
 import jax
 import jax.numpy as jnp
 
-from frugal.solvers.variants import AMPLITUDE_STEPS, amplitude_step, latent_step
+from frugal.ops.proxes import project_box_section
+from frugal.solvers import sum_to_one_basis
+from frugal.solvers.variants import AMPLITUDE_STEPS, LATENT_STEPS, amplitude_step, latent_step
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,45 @@ def test_amplitude_steps_reach_the_scipy_optimum(convex_instance, name):
     assert nll(a) - nll(a_ref) <= 1e-5 * abs(nll(a_ref)) + 1e-2
     big = a_ref > 1.0
     np.testing.assert_allclose(a[big], a_ref[big], rtol=5e-3)
+
+
+#: Iterations per latent solver: enough for each to converge on the instance below.
+LATENT_ITER = {"newton": 30, "pg": 500, "lbfgsb": 100, "adam": 3000}
+
+
+@pytest.mark.parametrize("name", LATENT_STEPS)
+def test_latent_steps_reach_the_scipy_optimum(name):
+    """A Poisson deviance linear in two barycentric weights (convex), inside a box whose
+    bound is active at the optimum; SciPy's bounded scalar minimiser on ``w``, the second weight."""
+    from scipy.optimize import minimize_scalar
+
+    rng = np.random.default_rng(4)
+    m = 40
+    rows = rng.gamma(2.0, size=(2, m))
+    rows /= rows.sum(1, keepdims=True)
+    y = rng.poisson(2000.0 * (0.2 * rows[0] + 0.8 * rows[1])).astype(float)
+    lower, upper = np.array([0.3, -0.2]), np.array([1.2, 0.7])  # w <= 0.7: the bound holds
+
+    def deviance_np(w):
+        mu = 2000.0 * ((1 - w) * rows[0] + w * rows[1])
+        return 2 * np.sum(mu - y + np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0))
+
+    ref = minimize_scalar(deviance_np, bounds=(max(lower[1], 1 - upper[0]), min(upper[1], 1 - lower[0])),
+                          method="bounded", options={"xatol": 1e-10})
+    rows_j, y_j = jnp.asarray(rows, jnp.float32), jnp.asarray(y, jnp.float32)
+    lo, hi = jnp.asarray(lower, jnp.float32), jnp.asarray(upper, jnp.float32)
+
+    def f(lam):
+        mu = 2000.0 * lam @ rows_j
+        return 2 * jnp.sum(mu - y_j + jnp.where(y_j > 0, y_j * jnp.log(jnp.where(y_j > 0, y_j, 1) / mu), 0))
+
+    step = latent_step(name, LATENT_ITER[name])
+    lam = jax.jit(lambda x: step(x, f, lambda v: project_box_section(v, lo, hi, 1.0), sum_to_one_basis(2),
+                                 lo, hi))(jnp.array([0.5, 0.5], jnp.float32))
+    lam = np.asarray(lam, float)
+    assert abs(lam.sum() - 1) < 1e-5 and np.all(lam >= lower - 1e-6) and np.all(lam <= upper + 1e-6)
+    assert deviance_np(lam[1]) - ref.fun <= 1e-3, (name, lam, ref.x)
+    assert abs(lam[1] - ref.x) < 2e-3, (name, lam, ref.x)
 
 
 def test_unknown_names_are_rejected():

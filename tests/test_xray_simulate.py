@@ -282,19 +282,13 @@ def test_low_exposure_preset():
 
 
 def test_plot_maps_draws_each_map(cube):
-    matplotlib = pytest.importorskip("matplotlib")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    pytest.importorskip("matplotlib")
     from frugal.xray.plots import plot_maps
 
     fig, axes = plot_maps(cube.params, ax=None)
-    try:
-        assert len(axes) == 3
-        assert [a.get_title() for a in axes] == ["kT", "z", "photon_index"]
-        for a, name in zip(axes, ["kT", "z", "photon_index"]):
-            np.testing.assert_array_equal(a.images[0].get_array(), cube.params[name])
-        with pytest.raises(ValueError, match="names"):
-            plot_maps(cube.amplitude, names=["thermal"])
-    finally:
-        plt.close(fig)
+    assert len(axes) == 3
+    assert [a.get_title() for a in axes] == ["kT", "z", "photon_index"]
+    for a, name in zip(axes, ["kT", "z", "photon_index"]):
+        np.testing.assert_array_equal(a.images[0].get_array(), cube.params[name])
+    with pytest.raises(ValueError, match="names"):
+        plot_maps(cube.amplitude, names=["thermal"])

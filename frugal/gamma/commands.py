@@ -571,12 +571,9 @@ def unmix_command(args) -> int:
         from frugal.gamma.plots import plot_fit
 
         f0, i0 = labels[0]
-        fig = plot_fit(y[0], res.signatures[0], res.counts[0], energies=energies if energy_label else None,
-                       names=sources, title=f"{Path(f0).name}" + (f" [{i0}]" if len(labels) > len(args.spectra) else "")
-                       + f": deviance {res.loss[0]:.0f} over {m} bins", path=out / "fit.png")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        plot_fit(y[0], res.signatures[0], res.counts[0], energies=energies if energy_label else None,
+                 names=sources, title=f"{Path(f0).name}" + (f" [{i0}]" if len(labels) > len(args.spectra) else "")
+                 + f": deviance {res.loss[0]:.0f} over {m} bins", path=out / "fit.png")
         written.append(out / "fit.png")
     n_show = min(len(labels), 5)
     width = max(14, max(len(s) for s in sources) + 2)
@@ -720,12 +717,9 @@ def demo_gamma(args) -> int:
         summary["thickness_estimate_mm"] = [float(q50), float(q25), float(q75)]
 
     res = results["SEMSUN-j"]
-    fig = plot_fit(y[0], res.signatures[0], res.counts[0], energies=energies, names=names,
-                   title=f"SEMSUN-j fit of one draw ({args.counts:g} counts, {args.thickness:g} mm steel)",
-                   path=out / "gamma_fit.png")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    plot_fit(y[0], res.signatures[0], res.counts[0], energies=energies, names=names,
+             title=f"SEMSUN-j fit of one draw ({args.counts:g} counts, {args.thickness:g} mm steel)",
+             path=out / "gamma_fit.png")
     iae.save(model, out / "joint.frugal")
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     print(f"\ntotal {time.perf_counter() - t_start:.1f} s; wrote {out / 'gamma_fit.png'}, {out / 'joint.frugal'}, "

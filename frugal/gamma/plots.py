@@ -1,8 +1,11 @@
-"""Figures of gamma-ray spectral families (matplotlib is imported only when a figure is drawn)."""
+"""Figures of gamma-ray spectral families (made with :mod:`frugal.plotting`: matplotlib is
+imported only when a figure is drawn, and the backend is left alone)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from frugal.plotting import colormap, figure
 
 
 def plot_family(family, ax=None, *, log: bool = True, max_curves: int = 12, cmap: str = "viridis", label=None):
@@ -11,14 +14,12 @@ def plot_family(family, ax=None, *, log: bool = True, max_curves: int = 12, cmap
     ``family`` is a :class:`frugal.data.Family` (``spectra``, ``params``, ``param_names``,
     ``energies``). At most ``max_curves`` members, evenly spread over the family, are drawn
     (the whole family can hold hundreds). ``log`` uses a logarithmic count axis (zero bins
-    are not drawn). A colour bar names the parameter. Returns the axes.
+    are not drawn). A colour bar names the parameter. Returns the axes (on a new
+    :class:`matplotlib.figure.Figure`, ``ax.figure``, when ``ax`` is None).
     """
-    try:
-        import matplotlib.pyplot as plt
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("figures need matplotlib: pip install 'frugal-unmix[plot]'") from err
+    colours = colormap(cmap)  # raises the install hint when matplotlib is missing
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     spectra = np.asarray(family.spectra, dtype=np.float64)
     if spectra.ndim == 1:
@@ -27,12 +28,11 @@ def plot_family(family, ax=None, *, log: bool = True, max_curves: int = 12, cmap
     params = np.asarray(family.params, dtype=np.float64).reshape(spectra.shape[0], -1)
     name = family.param_names[0] if len(family.param_names) else "parameter"
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+        ax = figure(figsize=(8, 4.5), layout="constrained").subplots()
     order = np.argsort(params[:, 0], kind="stable")
     pick = order[np.unique(np.linspace(0, order.size - 1, min(max_curves, order.size)).round().astype(int))]
     lo, hi = params[:, 0].min(), params[:, 0].max()
     norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
-    colours = plt.get_cmap(cmap)
     for i in pick:
         y = np.where(spectra[i] > 0, spectra[i], np.nan) if log else spectra[i]
         ax.plot(energies, y, lw=0.9, color=colours(norm(params[i, 0])))
@@ -55,12 +55,9 @@ def plot_fit(counts, signatures, amounts, *, energies=None, names=None, title=No
     source, so the model is ``mu = signatures @ amounts``. The top panel draws the data,
     ``mu`` and each source's contribution on a log scale; the bottom panel the residuals
     ``(y - mu) / sqrt(mu)``, which are about N(0, 1) channel by channel when the model is
-    right (Poisson counts above a few per channel), with +-2 guides. Returns the figure;
-    writes it to ``path`` when given.
+    right (Poisson counts above a few per channel), with +-2 guides. Returns the
+    :class:`matplotlib.figure.Figure`; writes it to ``path`` when given.
     """
-    from frugal.iae.plots import _plt
-
-    plt = _plt()
     y = np.asarray(counts, dtype=np.float64)
     s = np.asarray(signatures, dtype=np.float64)
     a = np.asarray(amounts, dtype=np.float64)
@@ -76,8 +73,8 @@ def plot_fit(counts, signatures, amounts, *, energies=None, names=None, title=No
     names = [f"source {k}" for k in range(a.size)] if names is None else list(names)
     parts = s * a
     mu = parts.sum(axis=1)
-    fig, (ax, axr) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, constrained_layout=True,
-                                  gridspec_kw={"height_ratios": [3, 1]})
+    fig = figure(figsize=(9, 6), layout="constrained")
+    ax, axr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.step(e, np.where(y > 0, y, np.nan), where="mid", color="0.3", lw=0.8, label="data")
     for k in range(a.size):
         ax.plot(e, np.where(parts[:, k] > 0, parts[:, k], np.nan), lw=1.0, label=f"{names[k]}: {a[k]:.4g}")

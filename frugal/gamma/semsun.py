@@ -45,7 +45,7 @@ from frugal.iae import model as M
 from frugal.ops.gof import gof_pvalue
 from frugal.ops.losses import TINY, poisson_deviance
 from frugal.ops.proxes import project_box_section
-from frugal.solvers.batching import default_chunk_size, run_batched
+from frugal.solvers.batching import bucket_size, default_chunk_size, run_batched
 from frugal.solvers.block import block_solve
 from frugal.solvers.multiplicative import (
     fisher_covariance,
@@ -115,7 +115,7 @@ class _Spec(NamedTuple):
     latent_iter: int = 5
     trace: bool = False
     gtol: float = 5e-2  # optimality tolerance, in standard errors
-    grid: bool = False  # global start over a grid of the latent (grid rows passed in)
+    grid: bool = False  # the global start over a grid of the latent compiled in (see _unmix_one)
 
 
 #: Inertia of the iPALM outer loop (a constant in [0, 1); Pock & Sabach 2016 allow < 1).
@@ -268,7 +268,7 @@ def _zero_source_scores(spec: _Spec, fixed_rows, y, a, mu, grid_lams, grid_rows)
 
 
 def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams=None, grid_rows=None,
-               scale=1.0):
+               scale=1.0, use_grid=True):
     k = fixed_rows.shape[0] + sum(c.n_inputs for c in spec.configs)
     d_tot = lam0.shape[0]
     dtype = y.dtype
@@ -276,10 +276,12 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams
     basis = jax.scipy.linalg.block_diag(jnp.eye(k, dtype=dtype), v_lam)
 
     # Start: the given weights (or the best node of the grid, when asked), counts by
-    # multiplicative updates at those signatures.
+    # multiplicative updates at those signatures. The grid is compiled in with spec.grid
+    # and used where use_grid (a traced flag, so that one program serves both).
     lam0 = _project_latent(spec, lam0, lower, upper)
     if spec.grid:
-        lam0 = _grid_start(spec, states, fixed_rows, y, lam0, grid_lams, grid_rows)
+        lam0 = jax.lax.cond(use_grid, lambda lam: _grid_start(spec, states, fixed_rows, y, lam, grid_lams, grid_rows),
+                            lambda lam: lam, lam0)
     rows0 = _rows(spec, states, fixed_rows, lam0)
     free = jnp.ones((k,), bool)
     a0 = nnpu_unchecked(rows0.T, y, nnpu_init(rows0.T, y), free, spec.a_iter, 1e-6, True).counts
@@ -400,14 +402,14 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams
 
 
 @partial(jax.jit, static_argnums=0)
-def _unmix_batch(spec, states, fixed_rows, lower, upper, grid_lams, y, lam0, scale):
+def _unmix_batch(spec, states, fixed_rows, lower, upper, grid_lams, use_grid, y, lam0, scale):
     y = y.astype(lower.dtype)
     scale = scale.astype(lower.dtype)
     # The grid's signatures are the same for every spectrum: decoded once per chunk.
     grid_rows = tuple(_model_rows_at(c, st, g, spec.n_channels)
                       for c, st, g in zip(spec.configs, states, grid_lams)) if grid_lams else None
     return jax.vmap(lambda yi, li, si: _unmix_one(spec, states, fixed_rows, yi, li, lower, upper, grid_lams,
-                                                  grid_rows, si))(y, lam0, scale)
+                                                  grid_rows, si, use_grid))(y, lam0, scale)
 
 
 # ---------------------------------------------------------------------------------------
@@ -817,25 +819,28 @@ def unmix(
             counts_part = (np.asarray(counts_part, np.float64) / scale_part[:, None]).astype(dtype)
         return counts_part, lam_part, scale_part
 
+    # The grid start is compiled into every program (a traced flag turns it off), so that
+    # grid_start=False and the restarts below run the program of the first solve.
     spec = _Spec(tuple(mdl.config for mdl in models), m, len(fixed_rows), solver, max_iter, a_iter, tol,
-                 bool(return_signatures), a_step, latent_step, outer, latent_iter, bool(return_trace), gtol,
-                 bool(grid_start))
+                 bool(return_signatures), a_step, latent_step, outer, latent_iter, bool(return_trace), gtol, True)
     grid_lams = tuple(jnp.asarray(g) for g in latent_grid(models, lower, upper))
     states = tuple(mdl.state for mdl in models)
     shared = (states, jnp.asarray(fixed_rows), jnp.asarray(lower), jnp.asarray(upper), grid_lams)
+    first_chunk = min(chunk_size, bucket_size(b))
 
-    def solve(spec_, counts_, lam_, scale_):
-        return _Solved(*run_batched(partial(_unmix_batch, spec_), (counts_, lam_, scale_.astype(dtype)), shared,
-                                    chunk_size=chunk_size, devices=devices, prepare=prepare))
+    def solve(use_grid, counts_, lam_, scale_):
+        return _Solved(*run_batched(partial(_unmix_batch, spec), (counts_, lam_, scale_.astype(dtype)),
+                                    shared + (jnp.asarray(use_grid),), chunk_size=chunk_size, devices=devices,
+                                    prepare=prepare, buckets=True, min_chunk=first_chunk))
 
     best = None
     for lam_start in starts:  # a few whole-batch solves, each vmapped over the spectra
-        best = _better(best, solve(spec, y, lam_start, scales))
+        best = _better(best, solve(bool(grid_start), y, lam_start, scales))
     # A model left at zero counts where it would enter the fit elsewhere on its manifold:
     # solve those spectra again from that point, keep the lower deviance.
     again = np.flatnonzero(best.score > ZERO_SOURCE_SCORE)
     if again.size:
-        redo = solve(spec._replace(grid=False), y[again], best.restart[again], scales[again])
+        redo = solve(False, y[again], best.restart[again], scales[again])
         merged = _better(jax.tree_util.tree_map(lambda x: x[again], best), redo)
         best = jax.tree_util.tree_map(lambda full, part: _put(full, again, part), best, merged)
     stuck = best.score > ZERO_SOURCE_SCORE

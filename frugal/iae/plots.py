@@ -1,38 +1,26 @@
-"""Figures for a trained IAE (matplotlib is imported only when a figure is asked for)."""
+"""Figures for a trained IAE (made with :mod:`frugal.plotting`: matplotlib is imported only
+when a figure is asked for, and the backend is left alone)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def _plt():
-    try:
-        import matplotlib
-
-        if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-            import os
-
-            if not os.environ.get("DISPLAY"):
-                matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("figures need matplotlib: pip install 'frugal-unmix[plot]'") from err
-    return plt
+from frugal.plotting import colormap, figure
 
 
 def plot_overview(model, test_spectra, test_params=None, *, energies=None, param_name="parameter",
                   n_path: int = 9, path=None):
     """Four panels: anchors, the interpolation path between them, test reconstructions, latent vs parameter.
 
-    Returns the figure; writes it to ``path`` when given.
+    Returns the :class:`matplotlib.figure.Figure`; writes it to ``path`` when given.
     """
-    plt = _plt()
     from frugal.iae.metrics import nmse_db
 
     test_spectra = np.asarray(test_spectra)
     n = model.config.n_channels
     e = np.arange(n) if energies is None else np.asarray(energies)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    fig = figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
     first = lambda s: s[..., 0, :] if model.config.joint else s  # noqa: E731
 
     ax = axes[0, 0]
@@ -46,7 +34,7 @@ def plot_overview(model, test_spectra, test_params=None, *, energies=None, param
     ts = np.linspace(0, 1, n_path)
     lam = np.zeros((n_path, d), np.float32)
     lam[:, 0], lam[:, 1] = 1 - ts, ts
-    colors = plt.cm.viridis(ts)
+    colors = colormap("viridis")(ts)
     for spec, c in zip(first(model.decode(lam)), colors):
         ax.plot(e, spec, color=c, lw=1)
     ax.set_title("Decoded path from anchor 0 to anchor 1")

@@ -42,6 +42,9 @@ from frugal.iae.barycenter import flatten_levels, interpolate_codes
 #: can reach them.
 REFERENCE_FLOOR = 1e-3
 
+#: Peak learning rate of the default optimiser (see :func:`make_optimizer`).
+DEFAULT_LEARNING_RATE = 2e-3
+
 
 def _objective(config, loss_kind, mu, params, reference, anchors, x_clean, x_input, channel_weights, power):
     anchor_codes = M.encode(config, params, reference, anchors)
@@ -140,7 +143,15 @@ def _evaluate(params, x, data, *, config, loss_kind, mu):
 
 @functools.lru_cache(maxsize=32)
 def make_optimizer(learning_rate: float, total_steps: int) -> optax.GradientTransformation:
-    """Adam with gradient clipping and a warm-up + cosine schedule down to 1 % of the peak.
+    """The default optimiser of :func:`train`: Adam with gradient clipping and a warm-up +
+    cosine schedule down to 1 % of the peak.
+
+    ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))``: the gradient is
+    first rescaled to a global (all-parameter) norm of at most 1, then Adam (optax's
+    defaults ``b1=0.9``, ``b2=0.999``, ``eps=1e-8``) steps with learning rate ``schedule(t)``,
+    which rises linearly from ``0.1 * learning_rate`` to ``learning_rate`` over
+    ``max(1, min(200, total_steps // 20))`` steps, then follows a half cosine down to
+    ``0.01 * learning_rate`` at step ``max(2, total_steps)``.
 
     Cached, so that equal settings give the same object and the jitted epoch loop (which
     takes the optimiser as a static argument) compiles once per architecture.
@@ -151,6 +162,45 @@ def make_optimizer(learning_rate: float, total_steps: int) -> optax.GradientTran
         end_value=1e-2 * learning_rate,
     )
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+
+
+def _check_optimizer(optimizer, learning_rate):
+    """``(optimizer or None, learning_rate or None)`` checked: one of them at most is given."""
+    if optimizer is None:
+        lr = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
+        return None, check_float(lr, "learning_rate", minimum=0.0, strict=True)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        hint = (" (a function: call it, e.g. optax.adam(1e-3), to get the transformation)"
+                if callable(optimizer) else "")
+        raise TypeError(
+            "optimizer must be None (the default Adam) or an optax.GradientTransformation such as "
+            f"optax.adam(1e-3), got {type(optimizer).__name__}{hint}"
+        )
+    if learning_rate is not None:
+        raise ValueError(
+            "give either optimizer or learning_rate, not both: learning_rate sets the peak of the "
+            "default optimizer's schedule; set the learning rate of a custom optimizer inside it"
+        )
+    return optimizer, None
+
+
+_KIND = {"default": "the default", "custom": "a custom"}
+
+
+def _opt_state_signature(opt_state) -> list:
+    """What a resumed optimiser state must match: every leaf's path, shape and dtype
+    (JSON-friendly lists, stored with a checkpoint's training state)."""
+    leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    return [[jax.tree_util.keystr(path), list(np.shape(leaf)), str(jnp.asarray(leaf).dtype)]
+            for path, leaf in leaves]
+
+
+def _describe(signature: list) -> str:
+    """A short account of an optimiser state signature, for error messages."""
+    if not signature:
+        return "empty (no arrays)"
+    paths = ", ".join(path for path, *_ in signature[:3]) + (", ..." if len(signature) > 3 else "")
+    return f"{len(signature)} arrays ({paths})"
 
 
 def _validate_training_data(spectra, anchors, valid, output):
@@ -228,7 +278,8 @@ def train(
     valid=None,
     seed: int = 0,
     batch_size: int = 16,
-    learning_rate: float = 2e-3,
+    learning_rate: float | None = None,
+    optimizer: optax.GradientTransformation | None = None,
     mu: float = 1e-3,
     loss: str = "squared",
     channel_weights=None,
@@ -255,6 +306,19 @@ def train(
     valid: optional held-out spectra; the best parameters are those of lowest validation loss
       (training loss when ``valid`` is None), and ``patience`` (epochs without improvement)
       stops early.
+    learning_rate: peak learning rate of the default optimiser (default 2e-3); not allowed
+      together with ``optimizer``.
+    optimizer: ``None`` for the default, ``make_optimizer(learning_rate, total_steps)``:
+      the gradient clipped to a global norm of at most 1, then Adam with a learning rate that
+      warms up linearly from ``0.1 * learning_rate`` to ``learning_rate`` over
+      ``max(1, min(200, total_steps // 20))`` steps and decays along a half cosine to
+      ``0.01 * learning_rate`` at the last step (``total_steps = epochs * ceil(N' /
+      batch_size)``, ``N'`` the training spectra plus the anchors). Or any
+      ``optax.GradientTransformation`` (e.g. ``optax.adamw(1e-3)``), which then replaces it
+      whole (schedule and clipping included: add them to the chain if wanted). It is a static
+      argument of the compiled epoch loop: reuse one object across calls to compile once.
+      Resuming a checkpoint needs an optimiser whose state has the same structure as the
+      one that wrote it (a different one raises ``ValueError``); use the same optimiser.
     loss: ``"squared"`` or ``"log"`` (mean over inputs of the log of the normalised MSE).
     channel_weights: optional ``(n,)`` or ``(c, n)`` non-negative weights of the squared error.
     noise_snr: ``None``, an SNR in dB, or a range ``(lo, hi)``: Gaussian noise added to the
@@ -269,7 +333,7 @@ def train(
     check_choice(loss, "loss", ("squared", "log"))
     seed = check_int(seed, "seed", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, strict=True)
+    custom_optimizer, learning_rate = _check_optimizer(optimizer, learning_rate)
     mu = check_float(mu, "mu", minimum=0.0)
     raw_x = np.concatenate([e, x], axis=0)
     scale = _data_scale(raw_x)
@@ -334,8 +398,12 @@ def train(
 
     steps_per_epoch = -(-n_train // batch_size)
     total_steps = epochs * steps_per_epoch
-    optimizer = make_optimizer(learning_rate, total_steps)
+    if custom_optimizer is None:
+        optimizer, optimizer_kind = make_optimizer(learning_rate, total_steps), "default"
+    else:
+        optimizer, optimizer_kind = custom_optimizer, "custom"
     opt_state = optimizer.init(params)
+    opt_signature = _opt_state_signature(opt_state)
     valid_x = None if v is None else jnp.asarray(v, jnp.float32)
 
     history = {"epoch": [], "train_loss": [], "train_reconstruction": [], "valid_loss": []}
@@ -347,13 +415,33 @@ def train(
     if checkpoint is not None and resume and os.path.exists(checkpoint):
         from frugal.iae.checkpoint import load_training_state
 
-        saved = load_training_state(checkpoint, params, opt_state)
+        # Everything but the optimiser state first (an empty template reads none of it), so
+        # that an optimiser of another kind or state gets its own error, not a pytree one.
+        saved = load_training_state(checkpoint, params, ())
+        # Checkpoints written before the optimiser became an argument hold the default's state.
+        saved_kind = saved.get("optimizer", "default")
+        if saved_kind != optimizer_kind:
+            raise ValueError(
+                f"checkpoint {os.fspath(checkpoint)!r} was written with {_KIND.get(saved_kind, saved_kind)} "
+                f"optimizer, not {_KIND[optimizer_kind]} one: resume "
+                "with the same optimizer argument (and learning_rate) that wrote it, or use another "
+                "checkpoint path"
+            )
+        saved_signature = saved.get("opt_state_signature")
+        if saved_signature is not None and saved_signature != opt_signature:
+            raise ValueError(
+                f"checkpoint {os.fspath(checkpoint)!r} holds the state of another optimizer: its "
+                f"optimizer state is {_describe(saved_signature)}, that of this optimizer argument is "
+                f"{_describe(opt_signature)}; resume with the optimizer that wrote it, or use another "
+                "checkpoint path"
+            )
         if saved["fingerprint"] != fingerprint:
             raise ValueError(
                 f"checkpoint {os.fspath(checkpoint)!r} was written for other data or settings; "
                 "use the same spectra, anchors and arguments to resume, or another checkpoint path"
             )
-        params, opt_state, key = saved["params"], saved["opt_state"], saved["key"]
+        opt_state = load_training_state(checkpoint, params, opt_state)["opt_state"]
+        params, key = saved["params"], saved["key"]
         best = {"loss": saved["best_loss"], "params": saved["best_params"], "epoch": saved["best_epoch"]}
         history, start_epoch, elapsed_before = saved["history"], saved["epoch"], saved["elapsed"]
 
@@ -376,7 +464,8 @@ def train(
             train_total, monitored = float(train_total), float(monitored)
             if not np.isfinite(train_total):
                 raise FloatingPointError(
-                    f"training diverged at epoch {epoch} (loss {train_total}); lower learning_rate"
+                    f"training diverged at epoch {epoch} (loss {train_total}); lower "
+                    + ("learning_rate" if custom_optimizer is None else "the learning rate of optimizer")
                 )
             history["epoch"].append(epoch)
             history["train_loss"].append(train_total)
@@ -392,7 +481,7 @@ def train(
                     {"history": history, "best_epoch": int(best["epoch"]), "partial": True},
                 )
                 _save_progress(checkpoint, partial_model, carry, best, history, epoch,
-                               elapsed_before + time.perf_counter() - t0, fingerprint)
+                               elapsed_before + time.perf_counter() - t0, fingerprint, optimizer_kind)
                 last_saved = epoch
             if patience is not None and epoch - best["epoch"] >= patience:
                 stopped_early = True
@@ -400,7 +489,8 @@ def train(
 
     params = best["params"]
     state = M.make_state(config, params, user_reference, user_anchors)
-    lam = M._interpolate(config, state, jnp.asarray(raw_x, jnp.float32))
+    fitted = M.IAEModel(config, state, {})
+    lam = fitted.interpolate(np.asarray(raw_x, np.float32).reshape((-1,) + fitted.signal_shape))
     state = state._replace(latent_lower=jnp.min(lam, 0), latent_upper=jnp.max(lam, 0))
     info = {
         "history": history,
@@ -416,12 +506,14 @@ def train(
         "noise_snr": None if noise_snr is None else list(snr_db),
         "batch_size": batch_size,
         "learning_rate": learning_rate,
+        "optimizer": optimizer_kind,
     }
     model = M.IAEModel(config, state, info)
     if checkpoint is not None:
         # Keep the training state with the final model: rerunning the same call with
         # resume=True then returns at once instead of training again.
-        _save_progress(checkpoint, model, carry, best, history, epoch, info["train_time_s"], fingerprint)
+        _save_progress(checkpoint, model, carry, best, history, epoch, info["train_time_s"], fingerprint,
+                       optimizer_kind)
     return model
 
 
@@ -434,7 +526,7 @@ def _fingerprint(train_x, valid, config, *settings) -> str:
     return h.hexdigest()
 
 
-def _save_progress(path, model, carry, best, history, epoch, elapsed, fingerprint):
+def _save_progress(path, model, carry, best, history, epoch, elapsed, fingerprint, optimizer_kind):
     from frugal.iae.checkpoint import save
 
     params, opt_state, key = carry
@@ -442,4 +534,5 @@ def _save_progress(path, model, carry, best, history, epoch, elapsed, fingerprin
         "params": params, "opt_state": opt_state, "key": key, "best_params": best["params"],
         "best_loss": float(best["loss"]), "best_epoch": int(best["epoch"]), "epoch": int(epoch),
         "history": history, "elapsed": float(elapsed), "fingerprint": fingerprint,
+        "optimizer": optimizer_kind, "opt_state_signature": _opt_state_signature(opt_state),
     })

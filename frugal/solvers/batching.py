@@ -105,6 +105,18 @@ def default_chunk_size(devices=None) -> int:
     return CHUNK_SIZE["cpu" if cpu else "accelerator"]
 
 
+def bucket_size(b: int) -> int:
+    """The padded length of a batch of ``b`` rows: the next power of two up to 16, then the
+    next multiple of 16.
+
+    A compiled program has one batch shape: rounding up makes batches of 5 to 8 spectra
+    share one program (a compilation costs seconds; the padded rows cost at most as much
+    again as the real ones, and at most 15 rows beyond 16).
+    """
+    b = int(b)
+    return 1 << max(b - 1, 0).bit_length() if b <= 16 else -(-b // 16) * 16
+
+
 def run_batched(
     fn: Callable,
     batched: Sequence,
@@ -113,15 +125,21 @@ def run_batched(
     chunk_size: int = 4096,
     devices=None,
     prepare: Callable | None = None,
+    buckets: bool = False,
+    min_chunk: int = 1,
 ):
     """``fn(*shared, *chunk)`` over the leading axis of ``batched``, chunk by chunk.
 
     ``batched``: a sequence of pytrees (arrays, tuples or NamedTuples of arrays) with a
     leading batch axis of one length on every leaf; ``shared``: a sequence of pytrees passed
-    whole to every chunk (replicated on the devices). ``fn`` must be jitted and map leading
-    batch axes to leading batch axes (a vmapped program); its output (a pytree of arrays,
-    e.g. a tuple or a NamedTuple) is gathered back to NumPy and concatenated over the
-    chunks, and returned with the same structure. Padding repeats the first row of the
+    whole to every chunk (replicated on the devices). With ``buckets``, a batch shorter than
+    ``chunk_size`` is padded to :func:`bucket_size` rows (at most ``chunk_size``), so that
+    batches of nearby sizes share a program (for cheap rows, like spectra; not for cubes);
+    ``min_chunk`` pads a short batch further (a second pass over a few rows then runs the
+    first pass's program instead of compiling one).
+    ``fn`` must be jitted and map leading batch axes to leading batch axes (a vmapped
+    program); its output (a pytree of arrays, e.g. a tuple or a NamedTuple) is gathered
+    back to NumPy and concatenated over the chunks, and returned with the same structure. Padding repeats the first row of the
     chunk (a valid problem), then is dropped. A batch smaller than the number of devices
     uses only as many devices as it has rows. ``prepare``, if given, maps each chunk's tuple
     of batched NumPy arrays to the arrays sent to the devices (a host-side conversion that
@@ -140,7 +158,7 @@ def run_batched(
     devs = resolve_devices(devices)
     devs = devs[: max(1, min(len(devs), b))]
     n_dev = len(devs)
-    chunk = min(chunk_size, b)
+    chunk = max(min(chunk_size, bucket_size(b) if buckets else b), min_chunk)
     chunk = -(-chunk // n_dev) * n_dev  # a multiple of the device count
     if n_dev > 1:
         call, mesh = _sharded(fn, devs, len(shared), len(batched))

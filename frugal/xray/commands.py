@@ -319,18 +319,12 @@ def _read_image(path, what: str):
 
 
 def _panel(maps: dict, path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from frugal.xray.plots import plot_maps
 
     fig, _ = plot_maps(maps, ncols=min(len(maps), 4))
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def unmix_command(args) -> int:
@@ -432,17 +426,14 @@ def map_errors(result, cube) -> dict:
 def _demo_figure(cube, pixels, reg, path, title: str):
     """Rows kT, z, photon index and the amplitudes; columns truth / per-pixel / SUSHI, one
     colour scale per row (that of the truth), outside the remnant blank."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from frugal.plotting import figure
     from frugal.xray.plots import plot_maps
 
     rows = [(n, cube.params[n], pixels.params[n], reg.params[n]) for n in ("kT", "z", "photon_index")]
     rows += [(f"{n} amplitude", cube.amplitude[c], pixels.amplitude[c], reg.amplitude[c])
              for c, n in enumerate(cube.component_names)]
-    fig, axes = plt.subplots(len(rows), 3, figsize=(10.5, 3.0 * len(rows)), squeeze=False)
+    fig = figure(figsize=(10.5, 3.0 * len(rows)))
+    axes = fig.subplots(len(rows), 3, squeeze=False)
     for (name, *values), row in zip(rows, axes):
         values = [np.where(cube.mask, v, np.nan) for v in values]
         lo, hi = np.nanpercentile(values[0], [1, 99])
@@ -451,7 +442,6 @@ def _demo_figure(cube, pixels, reg, path, title: str):
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def demo_xray(args) -> int:

@@ -1,7 +1,8 @@
 """Panels of sky maps (amplitude or physical-parameter maps) with matplotlib.
 
-matplotlib is imported inside the function so that the package imports without it
-(``pip install frugal-unmix[plot]``).
+Figures come from :mod:`frugal.plotting`: matplotlib is imported only when a panel is drawn,
+so the package imports without it (``pip install frugal-unmix[plot]``), and the backend is
+left alone.
 """
 
 from __future__ import annotations
@@ -11,18 +12,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from frugal._validation import check_array
+from frugal.plotting import figure
 
 __all__ = ["plot_maps"]
-
-
-def _pyplot():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "plotting needs matplotlib; install it with `pip install frugal-unmix[plot]`"
-        ) from err
-    return plt
 
 
 def plot_maps(maps, names=None, ax=None, *, cmap="viridis", ncols=None, colorbar=True, **imshow_kwargs):
@@ -43,6 +35,7 @@ def plot_maps(maps, names=None, ax=None, *, cmap="viridis", ncols=None, colorbar
     Returns
     -------
     (figure, list of Axes)
+        A new :class:`matplotlib.figure.Figure` when ``ax`` is None, else that of ``ax``.
     """
     if isinstance(maps, Mapping):
         if names is None:
@@ -56,11 +49,11 @@ def plot_maps(maps, names=None, ax=None, *, cmap="viridis", ncols=None, colorbar
     if len(names) != n:
         raise ValueError(f"names must have one entry per map ({n}), got {len(names)}")
 
-    plt = _pyplot()
     if ax is None:
         ncols = min(n, 4) if ncols is None else int(ncols)
         nrows = -(-n // ncols)
-        fig, grid = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows), squeeze=False)
+        fig = figure(figsize=(3.6 * ncols, 3.2 * nrows))
+        grid = fig.subplots(nrows, ncols, squeeze=False)
         axes = list(grid.ravel())
         for extra in axes[n:]:
             extra.set_axis_off()
