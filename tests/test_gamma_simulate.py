@@ -6,6 +6,7 @@ from scipy.optimize import curve_fit
 
 import frugal.gamma as gamma
 from frugal.gamma import nuclear_data as nd
+from frugal.gamma import physics
 from frugal.gamma import simulate as sim
 
 EDGES = gamma.bin_edges()
@@ -90,14 +91,27 @@ def test_transmission_closed_form():
     assert gamma.transmission([100.0, 1000.0], t, "lead").shape == (3, 2)
 
 
+def test_simulate_reexports_the_shared_physics():
+    """The detector model, binning and constants moved to frugal.gamma.physics keep their
+    simulate.X names (the same objects)."""
+    for name in ("DETECTORS", "Detector", "SHIELDS", "bin_edges", "bin_centres", "fwhm", "ELECTRON_MASS_KEV",
+                 "CLASSICAL_ELECTRON_RADIUS_CM", "SHELL_INNER_RADIUS_CM", "SOURCE_DETECTOR_CM",
+                 "MULTIPLE_SCATTER_GAIN"):
+        assert getattr(sim, name) is getattr(physics, name), name
+    for module in (sim, physics):
+        missing = [name for name in module.__all__ if not hasattr(module, name)]
+        assert not missing, (module.__name__, missing)
+    assert gamma.Detector is physics.Detector and gamma.bin_edges is physics.bin_edges
+
+
 def test_klein_nishina_limits_and_angular_integral():
     thomson = 8 * np.pi / 3 * (2.8179403262e-13) ** 2
-    assert np.isclose(sim._klein_nishina_total(1e-3), thomson, rtol=1e-4)
+    assert np.isclose(physics.klein_nishina_total(1e-3), thomson, rtol=1e-4)
     c = np.linspace(-1, 1, 200001)
     for energy in (100.0, CS137, 2000.0):
-        f = sim._klein_nishina_angular(energy, c)
+        f = physics.klein_nishina_angular(energy, c)
         integral = 2 * np.pi * np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(c))
-        assert np.isclose(integral, sim._klein_nishina_total(energy), rtol=1e-6)
+        assert np.isclose(integral, physics.klein_nishina_total(energy), rtol=1e-6)
 
 
 # ------------------------------------------------------------------ detector response

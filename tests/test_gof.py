@@ -5,7 +5,7 @@ import pytest
 import scipy.stats
 from scipy.special import xlogy
 
-from frugal.ops.gof import deviance_moments, gof_pvalue
+from frugal.ops.gof import deviance_moments, gof_pvalue, tabulated_deviance_moments
 from frugal.ops.losses import poisson_deviance
 
 
@@ -59,3 +59,16 @@ def test_fitted_parameters_and_bad_models():
     assert float(gof_pvalue(np.inf, mu[0])) == 0.0
     assert np.isnan(float(gof_pvalue(np.nan, mu[0])))
     assert float(gof_pvalue(0.0, np.zeros(5))) == 1.0
+
+
+def test_tabulated_moments_match_the_exact_sums():
+    """The interpolated table against the exact moments (SciPy sums), 1e-4 relative."""
+    mus = np.concatenate([[0.0], np.geomspace(1e-3, 5e3, 41)])
+    mean, var = tabulated_deviance_moments(mus)
+    assert mean[0] == 0.0 and var[0] == 0.0
+    for mu, m_hat, v_hat in zip(mus[1:], mean[1:], var[1:]):
+        m, v = _exact_moments(mu)
+        assert abs(m_hat - m) <= 1e-4 * m + 1e-6, (mu, m_hat, m)
+        assert abs(v_hat - v) <= 1e-4 * v + 1e-6, (mu, v_hat, v)
+    # any shape
+    assert tabulated_deviance_moments(np.ones((2, 3)))[0].shape == (2, 3)

@@ -32,7 +32,7 @@ class _Stop(Exception):
 # Each entry point and a module-level helper its body calls first: the spy records the
 # precision in force inside the body, then stops the call.
 ENTRIES = [
-    ("frugal.gamma.semsun", "unmix", "_as_models"),
+    ("frugal.gamma.semsun", "unmix", "as_models"),
     ("frugal.gamma.baselines", "fixed", "check_counts"),
     ("frugal.gamma.baselines", "nmf", "check_counts"),
     ("frugal.xray.sushi", "sushi", "_as_models"),

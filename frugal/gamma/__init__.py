@@ -2,6 +2,8 @@
 
 simulate  deterministic signatures of radionuclides behind steel or lead (NaI / HPGe),
           natural background, Poisson mixtures
+physics   the model up to the energy deposited in the crystal (lines, shield transport,
+          detector response), shared by simulate and resolution
 io        spectra (.spe, N42, text, CSV, NPY), families (Geant4 layout, manifests),
           the published preprocessing and split
 plots     figures of families (matplotlib imported lazily)

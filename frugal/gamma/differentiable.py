@@ -34,7 +34,15 @@ import numpy as np
 
 from frugal._precision import full_precision
 from frugal._validation import check_choice, check_int
-from frugal.gamma.semsun import _Spec, _as_models, _latent_basis, _project_latent, _rows, _unmix_one, latent_setup
+from frugal.gamma.semsun import (
+    SolverSpec,
+    as_models,
+    latent_basis,
+    latent_setup,
+    project_latent,
+    signature_rows,
+    unmix_one,
+)
 from frugal.ops.losses import TINY, poisson_deviance
 from frugal.solvers.multiplicative import nnpu_init, poisson_multiplicative_step
 
@@ -64,14 +72,15 @@ def unmix_function(
     mode: ``"implicit"`` or ``"unrolled"`` (``n_unrolled`` iterations of ``a_per_iteration``
       multiplicative updates then one Newton step on the weights).
     """
-    models = _as_models(models)
+    models = as_models(models)
     check_choice(mode, "mode", ("implicit", "unrolled"))
     n_unrolled = check_int(n_unrolled, "n_unrolled", minimum=1)
     a_per_iteration = check_int(a_per_iteration, "a_per_iteration", minimum=1)
     m = max(mdl.config.n_channels for mdl in models)
     # Solved far below the statistical tolerance of unmix: the implicit gradient is that of
     # the exact optimum, and a finite-difference check must see the same function.
-    spec = _Spec(tuple(mdl.config for mdl in models), m, n_fixed, "newton", max_iter, 500, tol, False, gtol=1e-4)
+    spec = SolverSpec(configs=tuple(mdl.config for mdl in models), n_channels=m, n_fixed=n_fixed, solver="newton",
+                      max_iter=max_iter, a_iter=500, tol=tol, want_signatures=False, gtol=1e-4)
     lower, upper, start = latent_setup(models, bounds, latent0)
     lower, upper = jnp.asarray(lower), jnp.asarray(upper)
     lam0 = jnp.asarray(np.concatenate([np.asarray(x, np.float32).reshape(-1) for x in start]))
@@ -79,11 +88,11 @@ def unmix_function(
 
     def deviance(x, y, fixed, states):
         a, lam = x[:n_src], x[n_src:]
-        return poisson_deviance(y, a @ _rows(spec, states, _normalise_rows(fixed), lam))
+        return poisson_deviance(y, a @ signature_rows(spec, states, _normalise_rows(fixed), lam))
 
     def forward(y, fixed, states):
-        out = _unmix_one(spec, states, _normalise_rows(fixed), y, lam0.astype(y.dtype),
-                         lower.astype(y.dtype), upper.astype(y.dtype))
+        out = unmix_one(spec, states, _normalise_rows(fixed), y, lam0.astype(y.dtype),
+                        lower.astype(y.dtype), upper.astype(y.dtype))
         return jnp.concatenate([out[0], out[2]])
 
     @jax.custom_vjp
@@ -98,7 +107,7 @@ def unmix_function(
     def implicit_bwd(res, g):
         x, y, fixed, states = res
         dtype = x.dtype
-        basis = jax.scipy.linalg.block_diag(jnp.eye(n_src, dtype=dtype), _latent_basis(spec, dtype))
+        basis = jax.scipy.linalg.block_diag(jnp.eye(n_src, dtype=dtype), latent_basis(spec, dtype))
         a = x[:n_src]
         free = jnp.concatenate([a > 1e-7 * jnp.maximum(jnp.max(a), TINY),
                                 jnp.ones(basis.shape[1] - n_src, bool)]).astype(dtype)
@@ -115,17 +124,17 @@ def unmix_function(
     def unrolled(y, fixed, states):
         rows_fixed = _normalise_rows(fixed)
         dtype = y.dtype
-        v_lam = _latent_basis(spec, dtype)
-        lam = _project_latent(spec, lam0.astype(dtype), lower.astype(dtype), upper.astype(dtype))
-        a = nnpu_init(_rows(spec, states, rows_fixed, lam).T, y)
+        v_lam = latent_basis(spec, dtype)
+        lam = project_latent(spec, lam0.astype(dtype), lower.astype(dtype), upper.astype(dtype))
+        a = nnpu_init(signature_rows(spec, states, rows_fixed, lam).T, y)
 
         def body(carry, _):
             a, lam = carry
-            rows = _rows(spec, states, rows_fixed, lam)
+            rows = signature_rows(spec, states, rows_fixed, lam)
             a = jax.lax.fori_loop(0, a_per_iteration, lambda _, aa: poisson_multiplicative_step(aa, rows.T, y), a)
 
             def f(lv):
-                return poisson_deviance(y, a @ _rows(spec, states, rows_fixed, lv))
+                return poisson_deviance(y, a @ signature_rows(spec, states, rows_fixed, lv))
 
             g = v_lam.T @ jax.grad(f)(lam)
             h = v_lam.T @ jax.hessian(f)(lam) @ v_lam
@@ -134,7 +143,7 @@ def unmix_function(
             h = h + jnp.diag(jnp.abs(jnp.diagonal(h))) + 1e-9 * jnp.eye(h.shape[0], dtype=dtype)
             step = jnp.linalg.solve(h, g)
             step = step * jnp.minimum(1.0, 0.1 / (jnp.max(jnp.abs(step)) + TINY))
-            lam = _project_latent(spec, lam - v_lam @ step, lower.astype(dtype), upper.astype(dtype))
+            lam = project_latent(spec, lam - v_lam @ step, lower.astype(dtype), upper.astype(dtype))
             return (a, lam), None
 
         (a, lam), _ = jax.lax.scan(body, (a, lam), None, length=n_unrolled)

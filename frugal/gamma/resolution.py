@@ -43,16 +43,15 @@ At a detector's own parameters, ``fold(deposit(...), edges, **resolution_params(
 reproduces :func:`frugal.gamma.simulate.signature` (and ``background_deposit`` reproduces
 :func:`frugal.gamma.simulate.background`) to a few 1e-6 of the peak height (the
 simulator's NumPy ``erfc`` is good to 1.2e-7, an error that the cell averages amplify by
-up to :math:`\sigma/h`). The deposit is computed by the simulator's own private helpers
-(``_response_weights``, ``_compton_shape``, ``_scattered_flux``, ``_surroundings``,
-``_continuum_deposits``, ``_threshold``), so the two stay one model; the discriminator
+up to :math:`\sigma/h`). The deposit is computed by the simulator's own physics
+(:mod:`frugal.gamma.physics`: ``response_weights``, ``compton_shape``, ``incident_flux``,
+``continuum_deposit``, ``threshold``), so the two stay one model; the discriminator
 efficiency, which the simulator applies at the deposited energy, is already included in
 the deposit.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import NamedTuple
 
 import jax
@@ -61,8 +60,7 @@ import numpy as np
 from jax.scipy.special import erfc
 
 from frugal._validation import check_array, check_choice, check_float
-from frugal.gamma import nuclear_data as nd
-from frugal.gamma import simulate as _sim
+from frugal.gamma import physics
 
 __all__ = [
     "Deposit",
@@ -79,7 +77,7 @@ __all__ = [
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 #: Width (keV) of the cells of :attr:`Deposit.density`: the simulator's deposit grid, from 0 keV.
-CELL_KEV = _sim._GRID_KEV
+CELL_KEV = physics.GRID_KEV
 
 
 class Deposit(NamedTuple):
@@ -177,7 +175,7 @@ def resolution_params(detector="NaI") -> dict:
     """Resolution keyword arguments of a detector preset (``"NaI"``, ``"HPGe"``) or a
     :class:`~frugal.gamma.simulate.Detector`: ``fwhm_ref_kev``, ``ref_kev``, ``exponent``,
     ``noise_kev``, ready for ``fold(dep, edges, **resolution_params(det))``."""
-    det = _detector(detector)
+    det = physics.as_detector(detector)
     return {
         "fwhm_ref_kev": float(det.fwhm_ref_kev),
         "ref_kev": float(det.e_ref_kev),
@@ -351,34 +349,16 @@ def fold(
 
 
 # --------------------------------------------------------------------------------------
-# Deposits (NumPy, from the simulator's helpers)
+# Deposits (NumPy, from the simulator's physics)
 # --------------------------------------------------------------------------------------
 
 
-def _detector(detector) -> _sim.Detector:
-    if isinstance(detector, _sim.Detector):
-        return detector
-    check_choice(detector, "detector", tuple(_sim.DETECTORS))
-    return _sim.DETECTORS[detector]
-
-
-@lru_cache(maxsize=2)
-def _identity(n: int) -> np.ndarray:
-    return np.eye(n)
-
-
-def _n_cells(e0, edges, det) -> int:
-    """The simulator's grid length (the top line or edge plus 8 sigma of margin)."""
-    top = max(float(np.max(e0)), float(edges[-1])) + 8 * float(_sim._sigma(edges[-1], det)) + 4 * CELL_KEV
-    return int(np.ceil(top / CELL_KEV))
-
-
 def _lines_and_continuum(e0, weights, det, n_cells):
-    """The deposit of discrete lines ``e0`` (L,) with weights (T, L): mirrors
-    ``simulate._line_deposits`` before its folding."""
-    r = _sim._response_weights(e0, det)
+    """The deposit of discrete lines ``e0`` (L,) with weights (T, L): mirrors the line part of
+    :func:`frugal.gamma.simulate.signature` before its folding."""
+    r = physics.response_weights(e0, det)
     ka, kb = det.xray_kev
-    m = _sim.ELECTRON_MASS_KEV
+    m = physics.ELECTRON_MASS_KEV
     centres = [e0, e0 - ka, e0 - kb, e0 - m, e0 - 2 * m]
     shares = [r.peak, r.escape * (1 - det.kbeta_share), r.escape * det.kbeta_share, r.single, r.double]
     energies, areas = [], []
@@ -386,13 +366,13 @@ def _lines_and_continuum(e0, weights, det, n_cells):
         ok = (a > 0) & (c > 0)
         if np.any(ok):
             energies.append(c[ok])
-            areas.append(weights[:, ok] * (a[ok] * _sim._threshold(c[ok], det))[None, :])
-    continuum = weights @ (r.compton[:, None] * _sim._compton_shape(e0, n_cells, det))
+            areas.append(weights[:, ok] * (a[ok] * physics.threshold(c[ok], det))[None, :])
+    continuum = weights @ (r.compton[:, None] * physics.compton_shape(e0, n_cells, det))
     return np.concatenate(energies), np.concatenate(areas, axis=1), continuum
 
 
 def _gate(density, det, n_cells):
-    return density * _sim._threshold(CELL_KEV * (np.arange(n_cells) + 0.5), det)[None, :]
+    return density * physics.threshold(CELL_KEV * (np.arange(n_cells) + 0.5), det)[None, :]
 
 
 def deposit(nuclide, thickness_mm, *, shield: str = "steel", detector="NaI", edges=None) -> Deposit:
@@ -404,18 +384,16 @@ def deposit(nuclide, thickness_mm, *, shield: str = "steel", detector="NaI", edg
     ``line_areas`` and ``density``: none for a scalar thickness, ``T`` for ``T`` thicknesses.
     Arrays are per decay and unnormalised (``fold`` normalises).
     """
-    shield = check_choice(shield, "shield", _sim.SHIELDS)
-    det = _detector(detector)
-    edges = _sim._check_edges(edges)
-    e0, p = _sim._lines_of(nuclide)
+    shield = check_choice(shield, "shield", physics.SHIELDS)
+    det = physics.as_detector(detector)
+    edges = physics.check_edges(edges)
+    e0, p = physics.nuclide_lines(nuclide)
     t = check_array(thickness_mm, "thickness_mm", ndim=(0, 1), nonnegative=True, dtype=np.float64)
     t_cm = np.atleast_1d(t) / 10.0
-    n_cells = _n_cells(e0, edges, det)
-    mu = nd.mass_attenuation(e0, shield) * nd.MATERIALS[shield].density
-    primary = p[None, :] * np.exp(-mu[None, :] * t_cm[:, None])  # (T, L)
-    flux = _sim._scattered_flux(e0, p, t_cm, shield, n_cells) + _sim._surroundings(e0, primary, det, n_cells)
+    n_cells = physics.grid_cells(e0, edges, det)
+    primary, flux = physics.incident_flux(e0, p, t_cm, shield, det, n_cells)
     energies, areas, continuum = _lines_and_continuum(e0, primary, det, n_cells)
-    continuum = continuum + _sim._continuum_deposits(flux, det, n_cells, _identity(n_cells))
+    continuum = continuum + physics.continuum_deposit(flux, det, n_cells)
     density = _gate(continuum, det, n_cells)
     if t.ndim == 0:
         return Deposit(energies, areas[0], density[0])
@@ -425,17 +403,13 @@ def deposit(nuclide, thickness_mm, *, shield: str = "steel", detector="NaI", edg
 def background_deposit(edges=None, detector="NaI") -> Deposit:
     """Unbroadened deposit of :func:`frugal.gamma.simulate.background` (``(L,)`` areas,
     ``(n_cells,)`` density): ``fold(background_deposit(e, d), e, **resolution_params(d))``
-    equals ``simulate.background(e, d)``. The line list is ``simulate.background``'s, the room
-    continuum is rebuilt here (that function folds it in one go)."""
-    det = _detector(detector)
-    edges = _sim._check_edges(edges)
-    e0, w = _sim._background_lines()
-    n_cells = _n_cells(e0, edges, det)
-    centre = CELL_KEV * (np.arange(n_cells) + 0.5)
-    c = _sim._BKG_CONTINUUM
-    cont = (centre / 100.0) ** -c["index"] * np.exp(-((c["cut_kev"] / centre) ** 3))
-    cont = cont * (centre < np.max(e0))
-    cont = c["share"] * w.sum() * cont / cont.sum()
+    equals ``simulate.background(e, d)``: the same line list and room continuum
+    (:func:`frugal.gamma.physics.background_lines`, ``background_continuum``)."""
+    det = physics.as_detector(detector)
+    edges = physics.check_edges(edges)
+    e0, w = physics.background_lines()
+    n_cells = physics.grid_cells(e0, edges, det)
+    cont = physics.background_continuum(e0, w, n_cells)
     line_e, line_a, continuum = _lines_and_continuum(e0, w[None, :], det, n_cells)
-    continuum = continuum + _sim._continuum_deposits(cont[None, :], det, n_cells, _identity(n_cells))
+    continuum = continuum + physics.continuum_deposit(cont[None, :], det, n_cells)
     return Deposit(line_e, line_a[0], _gate(continuum, det, n_cells)[0])

@@ -98,8 +98,20 @@ class UnmixResult(NamedTuple):
     gof_pvalue: np.ndarray | None = None
 
 
-class _Spec(NamedTuple):
-    """Static description of the mixture and solver (a jit static argument)."""
+class SolverSpec(NamedTuple):
+    """Static description of the mixture and of the solver (a jit static argument).
+
+    Part of the seam that :mod:`frugal.gamma.differentiable` builds on, with
+    :func:`unmix_one`, :func:`signature_rows`, :func:`project_latent`,
+    :func:`latent_basis` and :func:`as_models`. ``configs`` holds the ``IAEConfig`` of each
+    model (in the order of the states and of the flat weight vector), ``n_channels`` is
+    ``m`` (the width every signature is padded to), ``n_fixed`` the number of fixed
+    signature rows; the other fields are the options of :func:`unmix` of the same names
+    (``want_signatures``: return the signatures, ``trace``: record the deviance per
+    iteration, ``gtol``: optimality tolerance in standard errors, ``grid``: compile the
+    global start over a grid of the weights into :func:`unmix_one`). Build it with
+    keyword arguments: fields may be added.
+    """
 
     configs: tuple  # IAEConfig per model
     n_channels: int  # m
@@ -115,7 +127,7 @@ class _Spec(NamedTuple):
     latent_iter: int = 5
     trace: bool = False
     gtol: float = 5e-2  # optimality tolerance, in standard errors
-    grid: bool = False  # the global start over a grid of the latent compiled in (see _unmix_one)
+    grid: bool = False  # the global start over a grid of the latent compiled in (see unmix_one)
 
 
 #: Inertia of the iPALM outer loop (a constant in [0, 1); Pock & Sabach 2016 allow < 1).
@@ -149,7 +161,7 @@ SCALED_TOTAL = {np.dtype(np.float32): 1e7, np.dtype(np.float64): 1e15}
 # Pure core
 
 
-def _model_rows(spec: _Spec, states, latents):
+def _model_rows(spec: SolverSpec, states, latents):
     """Unit-sum signature rows ``(K_iae, m)`` decoded from each model at its weights."""
     rows = []
     for config, state, lam in zip(spec.configs, states, latents):
@@ -167,7 +179,7 @@ def _model_rows_at(config, state, lam_stack, n_channels):
     return s / jnp.maximum(jnp.sum(s, -1, keepdims=True), TINY)
 
 
-def _split_latent(spec: _Spec, flat):
+def _split_latent(spec: SolverSpec, flat):
     out, i = [], 0
     for config in spec.configs:
         out.append(flat[i : i + config.n_anchors])
@@ -175,11 +187,26 @@ def _split_latent(spec: _Spec, flat):
     return tuple(out)
 
 
-def _rows(spec, states, fixed_rows, lam_flat):
+def signature_rows(spec, states, fixed_rows, lam_flat):
+    """Unit-sum signature rows ``(K, m)`` of the mixture at the weights ``lam_flat``.
+
+    spec: the :class:`SolverSpec`; states: the IAE states, one per ``spec.configs``;
+    fixed_rows: the fixed unit-sum signatures ``(F, m)`` (background first), returned as
+    the first ``F`` rows; lam_flat: the barycentric weights of all models concatenated
+    ``(sum d_k,)``. The other ``K - F = sum c_k`` rows are the signatures decoded by each
+    IAE (``c_k`` inputs) at its weights, clipped at zero, padded to ``m`` channels and
+    normalised to unit sum, so that the expected spectrum is ``counts @ rows``.
+    """
     return jnp.concatenate([fixed_rows, _model_rows(spec, states, _split_latent(spec, lam_flat))], 0)
 
 
-def _project_latent(spec, lam_flat, lower, upper):
+def project_latent(spec, lam_flat, lower, upper):
+    """Euclidean projection of the concatenated weights onto their admissible set.
+
+    lam_flat, lower, upper: ``(sum d_k,)``, the weights of all models in ``spec.configs``
+    order and their bounds. Each model's block of ``d_k`` weights is projected onto its
+    plane ``sum = 1`` within the box ``[lower, upper]``; returns ``(sum d_k,)``.
+    """
     parts, i = [], 0
     for config in spec.configs:
         d = config.n_anchors
@@ -188,7 +215,13 @@ def _project_latent(spec, lam_flat, lower, upper):
     return jnp.concatenate(parts)
 
 
-def _latent_basis(spec, dtype):
+def latent_basis(spec, dtype):
+    """Orthonormal basis ``(sum d_k, sum (d_k - 1))`` of the tangent of the weight planes.
+
+    Block diagonal over the models of ``spec.configs``: the block of a model with ``d_k``
+    weights spans the directions that keep their sum at one (moves ``lam + V @ t`` stay on
+    every plane), in ``dtype``.
+    """
     blocks = [sum_to_one_basis(c.n_anchors, dtype) for c in spec.configs]
     return jax.scipy.linalg.block_diag(*blocks)
 
@@ -196,9 +229,9 @@ def _latent_basis(spec, dtype):
 def _mixture_jacobian(spec, states, fixed_rows, a, lam_flat):
     """``mu = S a`` and ``J = d mu / d(a, lambda)`` (``(m, K + sum d_k)``), forward mode on ``lambda`` only."""
     def mu_of_lam(lam):
-        return a @ _rows(spec, states, fixed_rows, lam)
+        return a @ signature_rows(spec, states, fixed_rows, lam)
 
-    rows = _rows(spec, states, fixed_rows, lam_flat)
+    rows = signature_rows(spec, states, fixed_rows, lam_flat)
     j_lam = jax.jacfwd(mu_of_lam)(lam_flat)
     return a @ rows, jnp.concatenate([rows.T, j_lam], axis=1), rows
 
@@ -211,7 +244,7 @@ def _profiled_deviance(rows, y, n_iter):
     return jnp.where(jnp.isfinite(dev), dev, jnp.inf)
 
 
-def _grid_start(spec: _Spec, states, fixed_rows, y, lam0, grid_lams, grid_rows):
+def _grid_start(spec: SolverSpec, states, fixed_rows, y, lam0, grid_lams, grid_rows):
     """Weights of the best grid node (counts profiled), model by model, and the start.
 
     The deviance over the weights has spurious stationary points (a source driven to zero
@@ -240,7 +273,7 @@ def _grid_start(spec: _Spec, states, fixed_rows, y, lam0, grid_lams, grid_rows):
     return jnp.concatenate(lam_parts)
 
 
-def _zero_source_scores(spec: _Spec, fixed_rows, y, a, mu, grid_lams, grid_rows):
+def _zero_source_scores(spec: SolverSpec, fixed_rows, y, a, mu, grid_lams, grid_rows):
     """For each model whose sources all have zero counts, the largest score statistic
     ``U / sqrt(I)`` (standard errors; ``U = s^T (y / mu - 1)``, ``I = s^T diag(1/mu) s``)
     of adding one of its sources at a grid node, and that node's weights.
@@ -267,22 +300,36 @@ def _zero_source_scores(spec: _Spec, fixed_rows, y, a, mu, grid_lams, grid_rows)
     return jnp.stack(scores), jnp.concatenate(nodes)
 
 
-def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams=None, grid_rows=None,
-               scale=1.0, use_grid=True):
+def unmix_one(spec: SolverSpec, states, fixed_rows, y, lam0, lower, upper, grid_lams=None, grid_rows=None,
+              scale=1.0, use_grid=True):
+    """Solve one spectrum: a pure, traceable function (vmapped by :func:`unmix`).
+
+    spec: the :class:`SolverSpec` (static); states: the IAE states; fixed_rows: the fixed
+    unit-sum signatures ``(F, m)``; y: the counts ``(m,)`` in the working dtype (already
+    divided by ``scale``); lam0, lower, upper: the starting weights and their bounds
+    ``(d,)`` (``d = sum d_k``, projected on entry); grid_lams / grid_rows: per model, the
+    grid nodes ``(G, d_k)`` and their unit-sum signatures ``(G, c_k, m)`` (the global start
+    when ``spec.grid`` and the traced flag ``use_grid``, and the zero-source scores; None:
+    neither); scale: the factor the results are scaled back by (see :data:`SCALED_TOTAL`).
+    Returns the tuple ``(counts (K,), count errors (K,), weights (d,), weight errors (d,),
+    signatures (m, K) or (0,), deviance, n_iter, converged, trace, status, gof p-value,
+    optimality residual (in units of its tolerance), largest zero-source score, restart
+    weights (d,))``, in the order of the fields of :class:`_Solved`.
+    """
     k = fixed_rows.shape[0] + sum(c.n_inputs for c in spec.configs)
     d_tot = lam0.shape[0]
     dtype = y.dtype
-    v_lam = _latent_basis(spec, dtype)
+    v_lam = latent_basis(spec, dtype)
     basis = jax.scipy.linalg.block_diag(jnp.eye(k, dtype=dtype), v_lam)
 
     # Start: the given weights (or the best node of the grid, when asked), counts by
     # multiplicative updates at those signatures. The grid is compiled in with spec.grid
     # and used where use_grid (a traced flag, so that one program serves both).
-    lam0 = _project_latent(spec, lam0, lower, upper)
+    lam0 = project_latent(spec, lam0, lower, upper)
     if spec.grid:
         lam0 = jax.lax.cond(use_grid, lambda lam: _grid_start(spec, states, fixed_rows, y, lam, grid_lams, grid_rows),
                             lambda lam: lam, lam0)
-    rows0 = _rows(spec, states, fixed_rows, lam0)
+    rows0 = signature_rows(spec, states, fixed_rows, lam0)
     free = jnp.ones((k,), bool)
     a0 = nnpu_unchecked(rows0.T, y, nnpu_init(rows0.T, y), free, spec.a_iter, 1e-6, True).counts
     # The optimality test in deviance units (the deviance's Hessian is twice the Fisher
@@ -294,7 +341,7 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams
 
     def deviance(x):
         a, lam = x[:k], x[k:]
-        return poisson_deviance(y, a @ _rows(spec, states, fixed_rows, lam))
+        return poisson_deviance(y, a @ signature_rows(spec, states, fixed_rows, lam))
 
     def fisher_scoring(x):
         a, lam = x[:k], x[k:]
@@ -305,7 +352,7 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams
         return poisson_deviance(y, mu), 2.0 * jac.T @ w1, 2.0 * (jac.T * w2) @ jac
 
     def project(x):
-        return jnp.concatenate([jnp.maximum(x[:k], 0.0), _project_latent(spec, x[k:], lower, upper)])
+        return jnp.concatenate([jnp.maximum(x[:k], 0.0), project_latent(spec, x[k:], lower, upper)])
 
     def optimality(x):
         # The remaining Newton step in standard errors (deviance units, see gtol above).
@@ -322,14 +369,14 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams
         latent = latent_step(spec.latent_step, spec.latent_iter)
 
         def project_lam(lv):
-            return _project_latent(spec, lv, lower, upper)
+            return project_latent(spec, lv, lower, upper)
 
         def a_block(a, lam):
-            return amplitude(a, _rows(spec, states, fixed_rows, lam).T, y)
+            return amplitude(a, signature_rows(spec, states, fixed_rows, lam).T, y)
 
         def lam_block(a, lam):
             def f(lv):
-                return poisson_deviance(y, a @ _rows(spec, states, fixed_rows, lv))
+                return poisson_deviance(y, a @ signature_rows(spec, states, fixed_rows, lv))
 
             return latent(lam, f, project_lam, v_lam, lower, upper)
 
@@ -351,8 +398,8 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams
 
         def rel_change(old, new):
             (a_old, lam_old), (a_new, lam_new) = old[:2], new[:2]
-            s_old = _rows(spec, states, fixed_rows, lam_old)
-            s_new = _rows(spec, states, fixed_rows, lam_new)
+            s_old = signature_rows(spec, states, fixed_rows, lam_old)
+            s_new = signature_rows(spec, states, fixed_rows, lam_new)
             da = jnp.linalg.norm(a_new - a_old) / jnp.maximum(jnp.linalg.norm(a_old), TINY)
             ds = jnp.linalg.norm(s_new - s_old) / jnp.maximum(jnp.linalg.norm(s_old), TINY)
             return (da < spec.tol) & (ds < spec.tol)
@@ -368,7 +415,7 @@ def _unmix_one(spec: _Spec, states, fixed_rows, y, lam0, lower, upper, grid_lams
     # Two multiplicative updates at the final signatures: they never raise the deviance and
     # restore the Poisson sum rule (fitted total = observed total, exact at any KKT point)
     # that a Newton step stopped within gtol leaves off by a fraction of a standard error.
-    rows_final = _rows(spec, states, fixed_rows, lam)
+    rows_final = signature_rows(spec, states, fixed_rows, lam)
     a = poisson_multiplicative_step(poisson_multiplicative_step(a, rows_final.T, y), rows_final.T, y)
     x = jnp.concatenate([a, lam])
     residual = optimality(x)
@@ -408,7 +455,7 @@ def _unmix_batch(spec, states, fixed_rows, lower, upper, grid_lams, use_grid, y,
     # The grid's signatures are the same for every spectrum: decoded once per chunk.
     grid_rows = tuple(_model_rows_at(c, st, g, spec.n_channels)
                       for c, st, g in zip(spec.configs, states, grid_lams)) if grid_lams else None
-    return jax.vmap(lambda yi, li, si: _unmix_one(spec, states, fixed_rows, yi, li, lower, upper, grid_lams,
+    return jax.vmap(lambda yi, li, si: unmix_one(spec, states, fixed_rows, yi, li, lower, upper, grid_lams,
                                                   grid_rows, si, use_grid))(y, lam0, scale)
 
 
@@ -492,7 +539,12 @@ def fixed_signature_rows(background, signatures, m: int):
     return (np.stack(rows).astype(dtype) if rows else np.zeros((0, m), dtype)), names
 
 
-def _as_models(models):
+def as_models(models):
+    """The models as a non-empty list of :class:`~frugal.iae.model.IAEModel`.
+
+    models: one ``IAEModel`` or a sequence of them; raises ``ValueError`` when empty and
+    ``TypeError`` naming the first entry that is not an ``IAEModel``.
+    """
     if isinstance(models, M.IAEModel):
         models = [models]
     models = list(models)
@@ -502,6 +554,7 @@ def _as_models(models):
         if not isinstance(mdl, M.IAEModel):
             raise TypeError(f"models[{i}] must be an IAEModel, got {type(mdl).__name__}")
     return models
+
 
 
 def latent_setup(models, bounds, latent0):
@@ -769,13 +822,13 @@ def unmix(
     Returns an :class:`UnmixResult`; counts are ordered background, fixed, IAE sources.
     """
     _reject_tracers(counts=counts, background=background, signatures=signatures)
-    models = _as_models(models)
+    models = as_models(models)
     check_choice(solver, "solver", ("newton", "bcd"))
     check_choice(a_step, "a_step", AMPLITUDE_STEPS)
     check_choice(latent_step, "latent_step", LATENT_STEPS)
     check_choice(outer, "outer", OUTER_LOOPS)
     latent_iter = LATENT_ITER[latent_step] if latent_iter is None else check_int(latent_iter, "latent_iter", minimum=1)
-    if latent_step == "lbfgsb" and any(mdl.n_anchors != 2 for mdl in _as_models(models)):
+    if latent_step == "lbfgsb" and any(mdl.n_anchors != 2 for mdl in as_models(models)):
         raise ValueError("latent_step='lbfgsb' needs models with two anchors (one free weight each)")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     a_iter = check_int(a_iter, "a_iter", minimum=1)
@@ -821,8 +874,10 @@ def unmix(
 
     # The grid start is compiled into every program (a traced flag turns it off), so that
     # grid_start=False and the restarts below run the program of the first solve.
-    spec = _Spec(tuple(mdl.config for mdl in models), m, len(fixed_rows), solver, max_iter, a_iter, tol,
-                 bool(return_signatures), a_step, latent_step, outer, latent_iter, bool(return_trace), gtol, True)
+    spec = SolverSpec(configs=tuple(mdl.config for mdl in models), n_channels=m, n_fixed=len(fixed_rows),
+                      solver=solver, max_iter=max_iter, a_iter=a_iter, tol=tol,
+                      want_signatures=bool(return_signatures), a_step=a_step, latent_step=latent_step, outer=outer,
+                      latent_iter=latent_iter, trace=bool(return_trace), gtol=gtol, grid=True)
     grid_lams = tuple(jnp.asarray(g) for g in latent_grid(models, lower, upper))
     states = tuple(mdl.state for mdl in models)
     shared = (states, jnp.asarray(fixed_rows), jnp.asarray(lower), jnp.asarray(upper), grid_lams)

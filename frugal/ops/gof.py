@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 #: Below this mean, the moments are summed exactly over ``y = 0 .. _N_TERMS - 1``.
 _EXACT_BELOW = 30.0
@@ -86,4 +87,35 @@ def pvalue_from_moments(deviance, mean, var, n_params=0):
     return jnp.where(jnp.isnan(deviance), jnp.nan, jnp.where(finite, p, 0.0))
 
 
-__all__ = ["deviance_moments", "gof_pvalue", "pvalue_from_moments"]
+#: The deviance moments are tabulated once on a grid of expected counts, uniform in
+#: ``log mu`` from ``_MOMENT_LOG_RANGE`` (above, they are 1 and 2 to 1e-4), for
+#: :func:`tabulated_deviance_moments`.
+_MOMENT_LOG_RANGE = (np.log(1e-30), np.log(1e4))
+_MOMENT_POINTS = 8193
+_MOMENT_TABLE: list = []
+
+
+def tabulated_deviance_moments(mu):
+    """:func:`deviance_moments` of ``mu`` (NumPy, any shape, on the host) by linear
+    interpolation in ``log mu`` of a table computed once (relative error below 1e-4; 0 at
+    ``mu = 0``): a cube has millions of channels, and :func:`deviance_moments` sums 128
+    terms for each."""
+    lo, hi = _MOMENT_LOG_RANGE
+    step = (hi - lo) / (_MOMENT_POINTS - 1)
+    if not _MOMENT_TABLE:
+        grid = np.exp(lo + step * np.arange(_MOMENT_POINTS))
+        mean, var = deviance_moments(jnp.asarray(grid, jnp.float32))
+        _MOMENT_TABLE.extend([np.asarray(mean, np.float32), np.asarray(var, np.float32)])
+    mean_t, var_t = _MOMENT_TABLE
+    mu = np.asarray(mu, np.float32)
+    pos = mu > 0
+    x = (np.log(np.where(pos, mu, 1.0)) - np.float32(lo)) / np.float32(step)
+    x = np.clip(x, 0.0, _MOMENT_POINTS - 1.0 - 1e-3)
+    i = x.astype(np.int32)
+    frac = x - i
+    mean = mean_t[i] + frac * (mean_t[i + 1] - mean_t[i])
+    var = var_t[i] + frac * (var_t[i + 1] - var_t[i])
+    return np.where(pos, mean, 0.0), np.where(pos, var, 0.0)
+
+
+__all__ = ["deviance_moments", "gof_pvalue", "pvalue_from_moments", "tabulated_deviance_moments"]

@@ -198,7 +198,7 @@ import numpy as np
 from frugal._precision import full_precision
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.iae import model as M
-from frugal.ops.gof import deviance_moments, pvalue_from_moments
+from frugal.ops.gof import pvalue_from_moments, tabulated_deviance_moments
 from frugal.ops.losses import TINY
 from frugal.ops.proxes import project_box_section
 from frugal.ops.starlet import starlet_inverse, starlet_l1_prox, starlet_transform
@@ -1342,36 +1342,6 @@ def _trace_len(*limits: int) -> int:
     return 256 if n <= 256 else 1 << (n - 1).bit_length()
 
 
-#: The deviance moments are tabulated once on a grid of expected counts, uniform in
-#: ``log mu`` from ``_MOMENT_LOG_RANGE`` (above, they are 1 and 2 to 1e-4), and
-#: interpolated: a cube has millions of channels, and ``deviance_moments`` sums 128 terms for
-#: each.
-_MOMENT_LOG_RANGE = (np.log(1e-30), np.log(1e4))
-_MOMENT_POINTS = 8193
-_MOMENT_TABLE: list = []
-
-
-def _deviance_moments_fast(mu):
-    """:func:`frugal.ops.gof.deviance_moments` of ``mu`` (NumPy, any shape) by linear
-    interpolation in ``log mu`` (relative error below 1e-4; 0 at ``mu = 0``)."""
-    lo, hi = _MOMENT_LOG_RANGE
-    step = (hi - lo) / (_MOMENT_POINTS - 1)
-    if not _MOMENT_TABLE:
-        grid = np.exp(lo + step * np.arange(_MOMENT_POINTS))
-        mean, var = deviance_moments(jnp.asarray(grid, jnp.float32))
-        _MOMENT_TABLE.extend([np.asarray(mean, np.float32), np.asarray(var, np.float32)])
-    mean_t, var_t = _MOMENT_TABLE
-    mu = np.asarray(mu, np.float32)
-    pos = mu > 0
-    x = (np.log(np.where(pos, mu, 1.0)) - np.float32(lo)) / np.float32(step)
-    x = np.clip(x, 0.0, _MOMENT_POINTS - 1.0 - 1e-3)
-    i = x.astype(np.int32)
-    frac = x - i
-    mean = mean_t[i] + frac * (mean_t[i + 1] - mean_t[i])
-    var = var_t[i] + frac * (var_t[i + 1] - var_t[i])
-    return np.where(pos, mean, 0.0), np.where(pos, var, 0.0)
-
-
 def _goodness_of_fit(y, model, inside, active, n_free):
     """Per pixel ``(B, P)`` and per cube ``(B,)``: the Poisson deviance of the fitted model and
     its p-value (:func:`frugal.ops.gof.gof_pvalue`'s method): ``n_free`` fitted parameters per
@@ -1382,7 +1352,7 @@ def _goodness_of_fit(y, model, inside, active, n_free):
     with np.errstate(divide="ignore", invalid="ignore"):
         term = np.where(y64 > 0, y64 * np.log(y64 / mu64), 0.0) - y64 + mu64
     deviance = np.where(inside, 2.0 * term.sum(1), np.nan)  # (B, P); inf: counts the model cannot explain
-    mean, var = _deviance_moments_fast(np.maximum(model, 0.0))
+    mean, var = tabulated_deviance_moments(np.maximum(model, 0.0))
     mean, var = mean.sum(1, dtype=np.float64), var.sum(1, dtype=np.float64)  # (B, P)
     n_params = np.where(active, float(n_free), 0.0)
     pixel_p = np.where(inside, np.asarray(pvalue_from_moments(deviance, mean, var, n_params)), np.nan)
