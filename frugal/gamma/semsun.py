@@ -42,6 +42,7 @@ import numpy as np
 from frugal._precision import full_precision
 from frugal._validation import check_array, check_choice, check_float, check_int
 from frugal.iae import model as M
+from frugal.iae.model import as_models
 from frugal.ops.gof import gof_pvalue
 from frugal.ops.losses import TINY, poisson_deviance
 from frugal.ops.proxes import project_box_section
@@ -537,24 +538,6 @@ def fixed_signature_rows(background, signatures, m: int):
             names.append(str(nm))
     dtype = float_dtype()
     return (np.stack(rows).astype(dtype) if rows else np.zeros((0, m), dtype)), names
-
-
-def as_models(models):
-    """The models as a non-empty list of :class:`~frugal.iae.model.IAEModel`.
-
-    models: one ``IAEModel`` or a sequence of them; raises ``ValueError`` when empty and
-    ``TypeError`` naming the first entry that is not an ``IAEModel``.
-    """
-    if isinstance(models, M.IAEModel):
-        models = [models]
-    models = list(models)
-    if not models:
-        raise ValueError("models must hold at least one IAEModel")
-    for i, mdl in enumerate(models):
-        if not isinstance(mdl, M.IAEModel):
-            raise TypeError(f"models[{i}] must be an IAEModel, got {type(mdl).__name__}")
-    return models
-
 
 
 def latent_setup(models, bounds, latent0):

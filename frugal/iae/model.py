@@ -282,3 +282,24 @@ class IAEModel:
         arch = f"dense {c.depth}x{c.width}, latent {c.latent_dim}" if c.arch == "dense" else (
             f"conv filters {c.filters}, strides {c.strides}, lateral={c.lateral}")
         return f"IAEModel(signal_shape={c.signal_shape}, anchors={c.n_anchors}, {arch}, output={c.output!r})"
+
+
+def as_models(models) -> list:
+    """The models of an unmixing call as a non-empty list of :class:`IAEModel`.
+
+    models: one ``IAEModel`` or a sequence of them. Raises ``TypeError`` when ``models`` is
+    not a sequence or names the first entry that is not an ``IAEModel``, ``ValueError`` when
+    it is empty.
+    """
+    if isinstance(models, IAEModel):
+        models = [models]
+    try:
+        models = list(models)
+    except TypeError as err:
+        raise TypeError(f"models must be an IAEModel or a sequence of them, got {type(models).__name__}") from err
+    if not models:
+        raise ValueError("models must hold at least one IAEModel")
+    for i, mdl in enumerate(models):
+        if not isinstance(mdl, IAEModel):
+            raise TypeError(f"models[{i}] must be an IAEModel, got {type(mdl).__name__}")
+    return models

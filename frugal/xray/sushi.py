@@ -1166,17 +1166,8 @@ def _grid_start_batch(spec, models, grids, data):
 
 
 def _as_models(models) -> list:
-    if isinstance(models, M.IAEModel):
-        models = [models]
-    try:
-        models = list(models)
-    except TypeError as err:
-        raise TypeError(f"models must be a sequence of IAEModel, got {type(models).__name__}") from err
-    if not models:
-        raise ValueError("models must hold at least one IAEModel (one per component)")
+    models = M.as_models(models)
     for i, mdl in enumerate(models):
-        if not isinstance(mdl, M.IAEModel):
-            raise TypeError(f"models[{i}] must be an IAEModel, got {type(mdl).__name__}")
         if mdl.config.joint or mdl.config.n_inputs != 1:
             raise ValueError(f"models[{i}] is a joint model; SUSHI takes one single-input IAE per component")
         if mdl.config.n_channels != models[0].config.n_channels:
