@@ -811,7 +811,7 @@ def unmix(
     check_choice(latent_step, "latent_step", LATENT_STEPS)
     check_choice(outer, "outer", OUTER_LOOPS)
     latent_iter = LATENT_ITER[latent_step] if latent_iter is None else check_int(latent_iter, "latent_iter", minimum=1)
-    if latent_step == "lbfgsb" and any(mdl.n_anchors != 2 for mdl in as_models(models)):
+    if latent_step == "lbfgsb" and any(mdl.n_anchors != 2 for mdl in models):
         raise ValueError("latent_step='lbfgsb' needs models with two anchors (one free weight each)")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     a_iter = check_int(a_iter, "a_iter", minimum=1)

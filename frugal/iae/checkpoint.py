@@ -251,17 +251,30 @@ def load(path) -> M.IAEModel:
     return M.IAEModel(config, state, header.get("info") or {})
 
 
-def load_training_state(path, params_template, opt_state_template) -> dict:
-    """The resumable training state of a checkpoint written during :func:`frugal.iae.train`."""
+def load_training_state(path, params_template, opt_state_template=None) -> dict:
+    """The resumable training state of a checkpoint written during :func:`frugal.iae.train`.
+
+    ``opt_state`` is unflattened like ``opt_state_template``; without one the dict holds
+    ``restore_opt_state(template)`` instead, so that the caller can first compare the saved
+    optimiser description with its own (the file is read once either way).
+    """
     header, arrays = _read(path)
     path = os.fspath(path)
     extra = header.get("training")
     if not extra:
         raise CheckpointError(f"checkpoint {path!r} holds a finished model, not a resumable training state")
-    return {
+
+    def restore_opt_state(template):
+        return _unflatten_like(template, arrays, "training/opt_state", path)
+
+    out = {
         **extra,
         "params": _unflatten_like(params_template, arrays, "training/params", path),
         "best_params": _unflatten_like(params_template, arrays, "training/best_params", path),
-        "opt_state": _unflatten_like(opt_state_template, arrays, "training/opt_state", path),
         "key": jnp.asarray(arrays["training/key"]),
     }
+    if opt_state_template is None:
+        out["restore_opt_state"] = restore_opt_state
+    else:
+        out["opt_state"] = restore_opt_state(opt_state_template)
+    return out

@@ -415,9 +415,9 @@ def train(
     if checkpoint is not None and resume and os.path.exists(checkpoint):
         from frugal.iae.checkpoint import load_training_state
 
-        # Everything but the optimiser state first (an empty template reads none of it), so
-        # that an optimiser of another kind or state gets its own error, not a pytree one.
-        saved = load_training_state(checkpoint, params, ())
+        # The optimiser state is unflattened only after the checks below, so that an
+        # optimiser of another kind or state gets its own error, not a pytree one.
+        saved = load_training_state(checkpoint, params)
         # Checkpoints written before the optimiser became an argument hold the default's state.
         saved_kind = saved.get("optimizer", "default")
         if saved_kind != optimizer_kind:
@@ -440,7 +440,7 @@ def train(
                 f"checkpoint {os.fspath(checkpoint)!r} was written for other data or settings; "
                 "use the same spectra, anchors and arguments to resume, or another checkpoint path"
             )
-        opt_state = load_training_state(checkpoint, params, opt_state)["opt_state"]
+        opt_state = saved["restore_opt_state"](opt_state)
         params, key = saved["params"], saved["key"]
         best = {"loss": saved["best_loss"], "params": saved["best_params"], "epoch": saved["best_epoch"]}
         history, start_epoch, elapsed_before = saved["history"], saved["epoch"], saved["elapsed"]
