@@ -26,17 +26,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import frugal.iae as iae
-from frugal.data import line_family, split
 from frugal.gamma import unmix
 from frugal.solvers.status import Status
 from frugal.xray import fit_pixels
+from toys import GAMMA_CHANNELS, XRAY_CHANNELS
 
-# The toy problems and shapes of tests/test_semsun.py and tests/test_sushi.py (same models,
-# same static shapes): in one pytest run the compiled programs of unmix and fit_pixels are
-# shared with those files instead of compiled once more.
-M = 96  # channels of the gamma toy problem
+# The toy problems of tests/toys.py and the shapes of tests/test_semsun.py and
+# tests/test_sushi.py: the compiled programs of unmix and fit_pixels are shared with those
+# files (the run's compilation cache, tests/conftest.py) instead of compiled once more.
+M = GAMMA_CHANNELS  # channels of the gamma toy problem
 B = 16  # spectra per SEMSUN / projection batch (one CPU chunk)
-E, H, W = 40, 12, 12  # the X-ray toy cube: 144 pixels
+E, H, W = XRAY_CHANNELS, 12, 12  # the X-ray toy cube: 144 pixels
 PVALUE = 1e-3  # gof_pvalue below this flags a fit
 CONVERGED = int(Status.CONVERGED)
 
@@ -61,43 +61,15 @@ class Quiet(tuple):
 
 
 @pytest.fixture(scope="module")
-def sources():
-    """Joint IAE of two toy radionuclides and a background, as in tests/test_semsun.py."""
-    fam = line_family(30, M, seed=5)
-    s = split(fam, test_fraction=0.2, seed=0)
-    joint = np.stack([fam.spectra, fam.spectra[:, ::-1] * np.linspace(1.5, 0.5, M)], axis=1)
-    joint /= joint.sum(-1, keepdims=True)
-    model = iae.train(joint[s.train], joint[s.anchors], epochs=400, progress=False)
-    e = np.linspace(0, 1, M)
-    background = np.exp(-3 * e) + 0.2
-    return Quiet((model, background / background.sum()))
+def sources(gamma_toy):
+    """Joint IAE of two toy radionuclides and a background (tests/toys.py)."""
+    return Quiet((gamma_toy.model, gamma_toy.background))
 
 
 @pytest.fixture(scope="module")
-def xray_models():
-    """The two small hand-built IAEs of tests/test_sushi.py (random smooth decoders)."""
-    import jax
-    import jax.numpy as jnp
-
-    from frugal.iae import model as MM
-    from frugal.xray import simulate as xs
-
-    def make(d, reference, seed):
-        cfg = MM.IAEConfig(n_channels=E, n_anchors=d, latent_dim=4, width=16, depth=2, activation="tanh")
-        enc, dec = cfg.networks()
-        k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(seed), 4)
-        ref = jnp.asarray(reference / reference.sum(), jnp.float32)[None]
-        omega = jax.random.normal(k3, (d, cfg.latent_dim))
-        params_dec = dec.init(k2, (omega,))
-        kernel = params_dec["params"]["output"]["kernel"]
-        params_dec["params"]["output"]["kernel"] = 0.5 * jax.random.normal(k4, kernel.shape) / np.sqrt(kernel.shape[0])
-        state = MM.IAEState({"encoder": enc.init(k1, ref[None]), "decoder": params_dec}, ref,
-                            jnp.repeat(ref[None], d, 0), (omega,), jnp.full(d, -0.5), jnp.full(d, 1.5))
-        return MM.IAEModel(cfg, state, {})
-
-    en = xs.energies(E)
-    return Quiet([make(3, xs.thermal_spectrum(2.0, 0.0, energies=en), 0),
-                  make(2, xs.synchrotron_spectrum(2.5, energies=en), 1)])
+def xray_models(xray_toy_models):
+    """The two small hand-built IAEs of tests/toys.py (random smooth decoders)."""
+    return Quiet(xray_toy_models)
 
 
 # --------------------------------------------------------------------------- strategies

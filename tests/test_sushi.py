@@ -14,23 +14,9 @@ from frugal.iae import model as M
 from frugal.solvers import Status, sum_to_one_basis
 from frugal.xray import ParameterMap, SushiResult, fit_pixels, sushi
 from frugal.xray import simulate as xs
+from toys import XRAY_CHANNELS, random_iae
 
-E, H, W = 40, 12, 12
-
-
-def make_model(d, reference, seed, n_channels=E):
-    """A small IAE with a random smooth (tanh) decoder and well separated anchor codes."""
-    cfg = M.IAEConfig(n_channels=n_channels, n_anchors=d, latent_dim=4, width=16, depth=2, activation="tanh")
-    enc, dec = cfg.networks()
-    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(seed), 4)
-    ref = jnp.asarray(reference / reference.sum(), jnp.float32)[None]
-    omega = jax.random.normal(k3, (d, cfg.latent_dim))
-    params_dec = dec.init(k2, (omega,))
-    kernel = params_dec["params"]["output"]["kernel"]
-    params_dec["params"]["output"]["kernel"] = 0.5 * jax.random.normal(k4, kernel.shape) / np.sqrt(kernel.shape[0])
-    state = M.IAEState({"encoder": enc.init(k1, ref[None]), "decoder": params_dec}, ref,
-                       jnp.repeat(ref[None], d, 0), (omega,), jnp.full(d, -0.5), jnp.full(d, 1.5))
-    return M.IAEModel(cfg, state, {})
+E, H, W = XRAY_CHANNELS, 12, 12
 
 
 def unit_spectra(model, lam):
@@ -40,10 +26,8 @@ def unit_spectra(model, lam):
 
 
 @pytest.fixture(scope="module")
-def models():
-    en = xs.energies(E)
-    return [make_model(3, xs.thermal_spectrum(2.0, 0.0, energies=en), 0),
-            make_model(2, xs.synchrotron_spectrum(2.5, energies=en), 1)]
+def models(xray_toy_models):
+    return xray_toy_models
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +367,7 @@ def test_bad_inputs_raise(models, truth):
     with pytest.raises(ValueError, match="cube has 39 channels"):
         sushi(cube[:-1], models)
     with pytest.raises(ValueError, match="models\\[1\\] describes 30 channels"):
-        fit_pixels(cube, [models[0], make_model(2, np.ones(30), 2, n_channels=30)])
+        fit_pixels(cube, [models[0], random_iae(2, np.ones(30), 2, n_channels=30)])
     bad = cube.copy()
     bad[0, 0, 0] = -1
     with pytest.raises(ValueError, match="cube must be non-negative"):
@@ -557,7 +541,7 @@ def test_a_hot_pixel_is_fitted_or_flagged_never_silently_wrong(models, exposed):
 
 def test_non_finite_is_never_converged(models, faint):
     cube, pixels, _ = faint
-    broken = make_model(3, np.ones(E), 0)
+    broken = random_iae(3, np.ones(E), 0)
     kernel = broken.state.params["decoder"]["params"]["output"]["kernel"]
     broken.state.params["decoder"]["params"]["output"]["kernel"] = kernel.at[0, 0].set(jnp.nan)
     init = (pixels.amplitude, pixels.latent)
