@@ -57,7 +57,10 @@ def poisson_deviance(counts, model, *, axis=-1):
     t_near = jnp.where(low, 0.0, t)
     near = t_near - jnp.log1p(t_near)
     far = t - jnp.log(jnp.where(low, ms / ys, 1.0))
-    return 2.0 * jnp.sum(jnp.where(pos, counts * jnp.where(low, far, near), jnp.maximum(model, 0.0)), axis=axis)
+    # 2 m where y = 0, its slope 2 up to m = 0 included (jnp.maximum would give half of it
+    # there); a negative model counts as 0.
+    return 2.0 * jnp.sum(jnp.where(pos, counts * jnp.where(low, far, near), jnp.where(model >= 0, model, 0.0)),
+                         axis=axis)
 
 
 def gaussian_loss(y, model, *, weights=None, axis=-1):
