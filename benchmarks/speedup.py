@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     from frugal.gamma import io, unmix
     from frugal.gamma.simulate import mixture
 
-    jax.monitoring.register_event_duration_secs_listener(G._on_event)  # compile time of first calls
+    jax.monitoring.register_event_duration_secs_listener(G.count_compile_time)  # compile time of first calls
     data_dir = None if args.simulate else G.find_data(args.data)
     problem = G.load_problem(data_dir)
     cache = Path(args.models)
