@@ -24,6 +24,7 @@ import numpy as np
 from frugal._precision import full_precision
 from frugal._validation import check_float, check_int
 from frugal.gamma.semsun import UnmixResult, check_counts, fixed_signature_rows
+from frugal.solvers.batching import first_of_batch
 from frugal.solvers.status import Status
 from frugal.solvers.multiplicative import kl_nmf_unchecked, nnpu_init, nnpu_unchecked, poisson_stderr
 from frugal.ops.gof import gof_pvalue
@@ -59,7 +60,7 @@ def _finish(out, rows_or_sig, names, batched):
     a, err, loss, n_iter, status, pvalue = (np.asarray(o) for o in out[:6])
     sig = np.asarray(rows_or_sig)
     if not batched:
-        a, err, loss, n_iter, status, pvalue = a[0], err[0], loss[0], n_iter[0], status[0], pvalue[0]
+        a, err, loss, n_iter, status, pvalue = first_of_batch((a, err, loss, n_iter, status, pvalue))
         sig = sig[0] if sig.ndim == 3 else sig
     return UnmixResult(a, err, (), (), sig, loss, n_iter, status == int(Status.CONVERGED), names,
                        status=status, gof_pvalue=pvalue)

@@ -46,7 +46,7 @@ from frugal.iae.model import as_models
 from frugal.ops.gof import gof_pvalue
 from frugal.ops.losses import TINY, poisson_deviance
 from frugal.ops.proxes import project_box_section
-from frugal.solvers.batching import bucket_size, default_chunk_size, run_batched
+from frugal.solvers.batching import bucket_size, default_chunk_size, first_of_batch, run_batched
 from frugal.solvers.block import block_solve
 from frugal.solvers.multiplicative import (
     fisher_covariance,
@@ -910,10 +910,7 @@ def unmix(
     signatures_out = sig if return_signatures else None
     trace = trace if return_trace else None
     if not batched:
-        a, err, loss, n_iter, conv, status, pvalue = a[0], err[0], loss[0], n_iter[0], conv[0], status[0], pvalue[0]
-        trace = None if trace is None else trace[0]
-        latent = tuple(x[0] for x in latent)
-        latent_err = tuple(x[0] for x in latent_err)
-        signatures_out = None if signatures_out is None else signatures_out[0]
+        a, err, loss, n_iter, conv, status, pvalue, trace, latent, latent_err, signatures_out = first_of_batch(
+            (a, err, loss, n_iter, conv, status, pvalue, trace, latent, latent_err, signatures_out))
     return UnmixResult(a, err, latent, latent_err, signatures_out, loss, n_iter, conv,
                        tuple(fixed_names + iae_names), trace, status, pvalue)

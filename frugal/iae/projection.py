@@ -54,6 +54,7 @@ from frugal.iae.barycenter import constrain_weights
 from frugal.ops.gof import gof_pvalue
 from frugal.ops.losses import TINY, gaussian_loss, poisson_deviance
 from frugal.ops.proxes import project_box_section
+from frugal.solvers.batching import first_of_batch
 from frugal.solvers.multiplicative import residual_floor
 from frugal.solvers.newton import damped_newton, sum_to_one_basis
 from frugal.solvers.status import Status, decide
@@ -282,7 +283,6 @@ def project(
     latent, amplitude, spectrum, value, n_iter, status, residual = (np.asarray(o) for o in out)
     spectrum = spectrum.reshape((-1,) + model.signal_shape)
     if not batched:
-        latent, amplitude, spectrum, value, n_iter = latent[0], amplitude[0], spectrum[0], value[0], n_iter[0]
-        status, residual = status[0], residual[0]
-        pvalue = None if pvalue is None else pvalue[0]
+        latent, amplitude, spectrum, value, n_iter, status, residual, pvalue = first_of_batch(
+            (latent, amplitude, spectrum, value, n_iter, status, residual, pvalue))
     return ProjectionResult(latent, amplitude, spectrum, value, n_iter, status, pvalue, residual)

@@ -99,6 +99,15 @@ def _sharded(fn: Callable, devs: list, n_shared: int, n_batched: int):
 CHUNK_SIZE = {"cpu": 16, "accelerator": 4096}
 
 
+def first_of_batch(tree):
+    """The result of a batch of one, un-batched: the first row of every array leaf of ``tree``.
+
+    Tuples, lists, dicts and NamedTuples keep their structure, ``None`` stays ``None``; the
+    callers pass the batched fields of their result only (a string would lose its tail).
+    """
+    return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
 def default_chunk_size(devices=None) -> int:
     """:data:`CHUNK_SIZE` for the platform of ``devices`` (as :func:`resolve_devices`)."""
     cpu = resolve_devices(devices)[0].platform == "cpu"

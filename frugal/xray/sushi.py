@@ -202,7 +202,7 @@ from frugal.ops.gof import pvalue_from_moments, tabulated_deviance_moments
 from frugal.ops.losses import TINY
 from frugal.ops.proxes import project_box_section
 from frugal.ops.starlet import starlet_inverse, starlet_l1_prox, starlet_transform
-from frugal.solvers.batching import resolve_devices, run_batched
+from frugal.solvers.batching import first_of_batch, resolve_devices, run_batched
 from frugal.solvers.block import block_solve, repeat
 from frugal.solvers.gradient import projected_newton_diag
 from frugal.solvers.newton import sum_to_one_basis
@@ -1487,12 +1487,10 @@ def _assemble(state, f0, trace, n_iter, outcome, thr, n_init, geometry, models, 
     amplitude = amplitude.reshape(b, n_comp, h, w)
     n_init = np.asarray(n_init)
     if not batched:
-        amplitude, components, model = amplitude[0], components[0], model[0]
-        latent = [lam[0] for lam in latent]
-        params = {k: v[0] for k, v in params.items()}
-        objective, n_iter, converged, n_init = objective[0], n_iter[0], converged[0], n_init[0]
-        thresholds = tuple(t[0] for t in thresholds)
-        stats = [v[0] for v in stats]
+        amplitude, components, model, latent, objective, n_iter, converged, n_init, thresholds, stats = \
+            first_of_batch((amplitude, components, model, latent, objective, n_iter, converged, n_init, thresholds,
+                            stats))
+        params = {k: v[0] for k, v in params.items()}  # in their order (a pytree's dict keys are sorted)
     return SushiResult(amplitude, tuple(latent), components, model, params, objective, n_iter, converged,
                        thresholds, n_init, names, *stats)
 
