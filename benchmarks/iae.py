@@ -55,7 +55,7 @@ def throughput(x_train, anchors, arch, kwargs, epochs_per_chunk=20, repeats=5):
     carry = (params, opt.init(params), jax.random.PRNGKey(0))
 
     def run():
-        out = training._run_epochs(carry, epochs_per_chunk, data, config=config, loss_kind="squared", optimizer=opt,
+        out = training.run_epochs(carry, epochs_per_chunk, data, config=config, loss_kind="squared", optimizer=opt,
                                    batch_size=bs, noisy=False, mu=1e-3, snr_db=jnp.zeros(2))
         jax.block_until_ready(out)
 

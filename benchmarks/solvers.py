@@ -66,7 +66,7 @@ def gamma_report(args):
 def xray_report(args, seed=0, models=None, plot=True):
     from frugal import bench
     from frugal.xray import simulate_cube
-    from frugal.xray.commands import builtin_models
+    from frugal.xray.builtin import builtin_models
 
     cube = simulate_cube((args.size, args.size), exposure="low", seed=seed)
     models, pmaps = models or builtin_models(epochs=500, seed=0, progress=False)
@@ -82,7 +82,7 @@ def xray_report(args, seed=0, models=None, plot=True):
 def xray_draws(args):
     """The X-ray report on ``args.draws`` cubes, gaps against the best objective found per draw."""
     from frugal import bench
-    from frugal.xray.commands import builtin_models
+    from frugal.xray.builtin import builtin_models
 
     models = builtin_models(epochs=500, seed=0, progress=False)
     draws, gap_keys = [], [f"{g:.0e}" for g in bench.GAPS]

@@ -57,7 +57,7 @@ def parse_args(argv=None):
 
 
 def train(args):
-    from frugal.xray.commands import BUILTIN, builtin_family, train_family
+    from frugal.xray.builtin import BUILTIN, builtin_family, train_family
 
     models, pmaps, info = [], [], {}
     for name in ("thermal", "synchrotron"):
@@ -76,7 +76,7 @@ def train(args):
 
 def run_methods(cube, models, pmaps, args):
     from frugal.xray import fit_pixels, sushi
-    from frugal.xray.commands import map_errors
+    from frugal.xray.report import map_errors
 
     common = dict(param_maps=pmaps, names=cube.component_names, mask=cube.mask)
     t0 = time.perf_counter()

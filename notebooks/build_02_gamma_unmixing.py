@@ -35,7 +35,7 @@ import numpy as np
 
 import frugal.iae as iae
 from frugal.gamma import io, simulate, unmix, oracle, fixed, nmf
-from frugal.gamma.commands import counting_error_table
+from frugal.gamma.report import counting_error_table
 from frugal.gamma.plots import plot_fit
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)

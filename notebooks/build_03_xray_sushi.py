@@ -16,7 +16,8 @@ coefficients) and a non-negative amplitude map. Here: the toy supernova remnant 
     ("code", """import numpy as np
 import matplotlib.pyplot as plt
 from frugal.xray import simulate_cube, sushi, fit_pixels
-from frugal.xray.commands import builtin_family, train_family, map_errors, BUILTIN
+from frugal.xray.builtin import BUILTIN, builtin_family, train_family
+from frugal.xray.report import map_errors
 
 cube = simulate_cube((48, 48), exposure="low", seed=0)
 print(cube.counts.shape, cube.component_names, "counts per remnant pixel:", int(cube.counts[:, cube.mask].sum(0).mean()))

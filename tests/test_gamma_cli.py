@@ -9,7 +9,7 @@ import pytest
 import frugal.iae as iae
 from frugal.data import line_family
 from frugal.cli import main
-from frugal.gamma.commands import counting_error_table
+from frugal.gamma.report import counting_error_table
 from frugal.gamma.io import Spectrum, write_spe
 
 N_RAW = 72  # raw channels: 4 dropped, pairs summed, 32 bins kept

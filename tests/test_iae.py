@@ -158,7 +158,7 @@ def test_training_gradient_matches_finite_differences(family):
 
             @jax.jit
             def f(p):
-                return training._objective(config, "squared", 1e-3, p, reference, anchors, x, x, w, power)[0]
+                return training.training_objective(config, "squared", 1e-3, p, reference, anchors, x, x, w, power)[0]
 
             g = jax.grad(f)(params)
             direction = jax.tree.map(lambda a: jnp.cos(3.0 * jnp.arange(a.size).reshape(a.shape)), params)
@@ -296,7 +296,7 @@ def test_every_single_byte_flip_is_caught_or_harmless(tmp_path, tiny_model):
     good = tmp_path / "good.frugal"
     iae.save(tiny_model, good)
     raw = good.read_bytes()
-    header, arrays = ckpt._read(good)
+    header, arrays = ckpt.read_parts(good)
     reference = iae.load(good)
     flipped = tmp_path / "flipped.frugal"
 
@@ -307,7 +307,7 @@ def test_every_single_byte_flip_is_caught_or_harmless(tmp_path, tiny_model):
     for i in range(len(raw)):
         try:
             # In memory: what load() does after opening the file, thousands of times faster.
-            got_header, got_arrays = ckpt._read_archive(io.BytesIO(flip(i)), "flipped")
+            got_header, got_arrays = ckpt.read_archive(io.BytesIO(flip(i)), "flipped")
         except iae.CheckpointError:
             continue
         # Anything else escaping (zlib.error, NotImplementedError, ...) fails the test.
@@ -388,7 +388,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, family, monkey
     straight = iae.train(*args, **kw)
 
     path = tmp_path / "run.frugal"
-    real = training._run_epochs
+    real = training.run_epochs
     calls = {"n": 0}
 
     def interrupted(*a, **k):
@@ -397,10 +397,10 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, family, monkey
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(training, "_run_epochs", interrupted)
+    monkeypatch.setattr(training, "run_epochs", interrupted)
     with pytest.raises(KeyboardInterrupt):
         iae.train(*args, checkpoint=path, checkpoint_every=5, **kw)
-    monkeypatch.setattr(training, "_run_epochs", real)
+    monkeypatch.setattr(training, "run_epochs", real)
     resumed = iae.train(*args, checkpoint=path, checkpoint_every=5, resume=True, **kw)
     x = fam.spectra[s.test]
     np.testing.assert_allclose(resumed.reconstruct(x), straight.reconstruct(x), rtol=1e-6, atol=1e-12)
@@ -549,7 +549,7 @@ def test_duplicate_anchors_and_bad_rel_eps_have_their_own_errors(family):
     with pytest.raises(ValueError, match="anchors 1 and 2 are identical"):
         iae.train(joint, ej[[0, 1, 1]], epochs=1, progress=False)
     # Close but distinct anchors are fine.
-    training._check_distinct_anchors(np.stack([e[0], e[0] * (1 + 1e-4), e[1]]))
+    training.check_distinct_anchors(np.stack([e[0], e[0] * (1 + 1e-4), e[1]]))
     for bad, msg in ((-1.0, "rel_eps must be > 0"), (0.0, "rel_eps must be > 0"),
                      (float("nan"), "rel_eps must be finite")):
         with pytest.raises(ValueError, match=msg):

@@ -1,4 +1,5 @@
-"""Layering: no module of ``frugal`` uses another module's private names.
+"""Layering: no module of ``frugal`` uses another module's private names, nor do the tests and
+benchmarks.
 
 A name starting with ``_`` (not a dunder) is private to the module that defines it. Another
 ``frugal`` module may neither import it (``from frugal.x import _name``) nor reach it
@@ -13,6 +14,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "frugal"
+#: Code outside the package that must use its public names only.
+USERS = ("tests", "benchmarks")
 
 #: ``(file relative to the repository, name)`` pairs tolerated for now, each with its reason.
 #: Empty: frugal/gamma/differentiable.py, the last exception, no longer uses semsun's privates.
@@ -107,6 +110,17 @@ def test_no_module_uses_another_modules_private_names():
         names = [n for n in names if (rel, n.split()[-1].split(".")[-1]) not in ALLOWED]
         report += [f"{rel}: {n}" for n in names]
     assert not report, "private names of other frugal modules in use:\n" + "\n".join(report)
+
+
+def test_tests_and_benchmarks_use_public_names_only():
+    """The tests and benchmarks exercise the library as a user would: through public names.
+    A piece worth testing on its own is worth a public name in its module."""
+    report = []
+    for folder in USERS:
+        for path in sorted((PACKAGE.parent / folder).rglob("*.py")):
+            names = violations(path.read_text(encoding="utf-8"), f"{folder}.{path.stem}")
+            report += [f"{path.relative_to(PACKAGE.parent).as_posix()}: {n}" for n in names]
+    assert not report, "private names of frugal modules used outside the package:\n" + "\n".join(report)
 
 
 def test_the_allow_list_has_no_stale_entries():

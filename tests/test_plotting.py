@@ -58,8 +58,7 @@ def draw_all(out: Path, everything: bool = True) -> dict:
 
     from frugal import bench
     from frugal.iae.plots import plot_overview
-    from frugal.xray import commands as xc
-    from frugal.xray.plots import plot_maps
+    from frugal.xray.plots import plot_demo_maps, plot_map_panel, plot_maps
 
     family = SimpleNamespace(spectra=np.stack([sig[:, 0] * (1 + 0.1 * k) for k in range(5)]),
                              params=np.arange(5.0)[:, None], param_names=["thickness_mm"], energies=e)
@@ -78,12 +77,12 @@ def draw_all(out: Path, everything: bool = True) -> dict:
     paths["plot_maps"] = out / "maps.png"
     fig.savefig(paths["plot_maps"])
     paths["xray_panel"] = out / "panel.png"
-    xc._panel(maps, paths["xray_panel"], "panel")
+    plot_map_panel(maps, paths["xray_panel"], "panel")
     fit = SimpleNamespace(params=maps, amplitude=rng.random((1, h, w)))
     cube = SimpleNamespace(params=maps, amplitude=fit.amplitude, component_names=["thermal"],
                            mask=np.ones((h, w), bool))
     paths["xray_demo"] = out / "demo.png"
-    xc._demo_figure(cube, fit, fit, paths["xray_demo"], "demo")
+    plot_demo_maps(cube, fit, fit, paths["xray_demo"], "demo")
 
     variants = {"a": {"median_gap_per_iteration": [1.0, 1e-3, 1e-7], "seconds_per_iteration": 0.01},
                 "b": {"median_gap_per_iteration": [1.0, 0.1, 1e-2, 1e-4], "seconds_per_iteration": 0.002}}

@@ -322,7 +322,7 @@ def test_project_gaussian_converged_at_scipy_optimum(model):
 
 
 def test_bracketed_test_accepts_a_kink_minimum_only():
-    from frugal.iae.projection import GTOL, _bracketed
+    from frugal.iae.projection import GTOL, bracketed_minimum
     from frugal.solvers.newton import sum_to_one_basis
 
     basis = sum_to_one_basis(2)
@@ -338,7 +338,7 @@ def test_bracketed_test_accepts_a_kink_minimum_only():
         return 100.0 * v[1] ** 2
 
     def test(f, l1):
-        return bool(_bracketed(f, jnp.array([1 - l1, l1]), basis, lambda v: v, GTOL, curvature))
+        return bool(bracketed_minimum(f, jnp.array([1 - l1, l1]), basis, lambda v: v, GTOL, curvature))
 
     assert test(kinked, c) and test(kinked, c + 1e-4) and not test(kinked, c + 0.05)
     # Smooth: the standard error along the free weight is 1/10 (curvature 100 in lam_1):
@@ -346,4 +346,4 @@ def test_bracketed_test_accepts_a_kink_minimum_only():
     assert test(smooth, c + 0.5e-3) and not test(smooth, c + 1e-2)
     # A bound that blocks the move on the descending side: optimal there.
     box = lambda v: jnp.clip(v, jnp.array([0.0, 0.0]), jnp.array([1.0, 0.2]))  # noqa: E731
-    assert bool(_bracketed(smooth, jnp.array([0.8, 0.2]), basis, box, GTOL, curvature))
+    assert bool(bracketed_minimum(smooth, jnp.array([0.8, 0.2]), basis, box, GTOL, curvature))

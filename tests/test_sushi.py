@@ -148,7 +148,8 @@ def test_multiplicative_amplitude_sweeps_reach_the_newton_optimum(loss):
     """With the spectra fixed the amplitude problem is convex: the EM (Poisson) or weighted
     least-squares multiplicative updates decrease every pixel's data term and reach the
     optimum of the Newton sweeps, a zero start included (the restart)."""
-    from frugal.xray.sushi import _amplitude_sweep, _Data, _pixel_loss, _Spec, _State, _mixture
+    from frugal.xray.solver.amplitudes import amplitude_sweep
+    from frugal.xray.solver.cube import Data, Spec, State, mixture, pixel_loss
 
     rng = np.random.default_rng(4)
     n_pix, n_chan = 50, E
@@ -158,25 +159,25 @@ def test_multiplicative_amplitude_sweeps_reach_the_newton_optimum(loss):
     s_true[1, :10] = 0.0  # the optimum of some pixels is on the boundary
     bkg = np.full((n_pix, n_chan), 0.5, np.float32)
     y = rng.poisson(bkg + np.einsum("ca,cae->ae", s_true, spectra)).astype(np.float32)
-    data = _Data(jnp.asarray(y), jnp.asarray(bkg), jnp.asarray(1.0 / np.maximum(y, 1.0)),
-                 jnp.ones(n_pix, jnp.float32), jnp.arange(n_pix, dtype=jnp.int32))
+    data = Data(jnp.asarray(y), jnp.asarray(bkg), jnp.asarray(1.0 / np.maximum(y, 1.0)),
+                jnp.ones(n_pix, jnp.float32), jnp.arange(n_pix, dtype=jnp.int32))
     s0 = np.full((2, n_pix), 100.0, np.float32)
     s0[0, :5] = 0.0
-    state = _State((), jnp.asarray(s0), jnp.asarray(spectra), jnp.zeros(n_pix), jnp.zeros((), jnp.int32))
+    state = State((), jnp.asarray(s0), jnp.asarray(spectra), jnp.zeros(n_pix), jnp.zeros((), jnp.int32))
 
     def run(amp_step, n):
-        spec = _Spec(configs=(None, None), shape=(1, n_pix), loss=loss, n_scales=1, trace_len=1, tol=0.0,
-                     amp_steps=1, amp_step=amp_step)
-        sweep = _amplitude_sweep(spec)
+        spec = Spec(configs=(None, None), shape=(1, n_pix), loss=loss, n_scales=1, trace_len=1, tol=0.0,
+                    amp_steps=1, amp_step=amp_step)
+        sweep = amplitude_sweep(spec)
 
         def body(st, _):
             st = sweep(st, data)
-            return st, _pixel_loss(loss, data, _mixture(data, st.s, st.spectra))
+            return st, pixel_loss(loss, data, mixture(data, st.s, st.spectra))
 
         return jax.jit(lambda st: jax.lax.scan(body, st, None, length=n))(state)
 
     (em, em_trace), (_, newton_trace) = run("multiplicative", 2000), run("newton", 200)
-    ell0 = _pixel_loss(loss, data, _mixture(data, state.s, state.spectra))
+    ell0 = pixel_loss(loss, data, mixture(data, state.s, state.spectra))
     em_trace = np.concatenate([np.asarray(ell0)[None], np.asarray(em_trace)])
     assert np.all(np.diff(em_trace, axis=0) <= 1e-6 * np.abs(em_trace[:-1]) + 1e-4)
     best = np.asarray(newton_trace[-1])

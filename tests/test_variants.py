@@ -92,3 +92,79 @@ def test_unknown_names_are_rejected():
         amplitude_step("gradient", 10)
     with pytest.raises(ValueError, match="latent_step must be one of"):
         latent_step("sgd", 10)
+
+
+# --------------------------------------------------------------------------- pieces as values
+
+
+def test_pieces_are_values_and_names_are_shorthands():
+    """A solver given by name is the value of the same pieces: equal, so one jit cache entry."""
+    from frugal.solvers import (BCD, IPALM, Adam, DiagonalNewton, Fista, GaussSeidel, Jacobi, LatentNewton,
+                                Multiplicative, Newton, ProjectedGradient, as_solver)
+
+    assert as_solver("newton") == Newton()
+    assert as_solver("bcd") == BCD() == BCD(Multiplicative(200), LatentNewton(5), GaussSeidel())
+    assert as_solver("bcd", a_step="fista", latent_step="pg", outer="ipalm", a_iter=50, latent_iter=7) == \
+        BCD(amplitude=Fista(n_iter=50), latent=ProjectedGradient(n_iter=7), outer=IPALM())
+    # each latent step keeps its own default iterations when latent_iter is not given
+    assert as_solver("bcd", latent_step="adam").latent == Adam(n_iter=50)
+    assert as_solver("bcd", a_step="newton", outer="jacobi").outer == Jacobi()
+    assert as_solver("bcd", a_step="newton").amplitude == DiagonalNewton(n_iter=200)
+    values = {BCD(), as_solver("bcd"), BCD(outer=IPALM(beta=0.5)), BCD(outer=IPALM())}
+    assert len(values) == 3
+    assert amplitude_step("fista", 10) == Fista(n_iter=10)
+    assert latent_step("adam", 10, learning_rate=0.1) == Adam(n_iter=10, learning_rate=0.1)
+
+
+def test_a_step_by_value_reuses_the_program_of_its_name(convex_instance):
+    from functools import partial
+
+    from frugal.solvers import Fista
+
+    @partial(jax.jit, static_argnums=0)
+    def run(step, a, S, y):
+        return step(a, S, y)
+
+    S, y, _, _ = convex_instance
+    S, y = jnp.asarray(S, jnp.float32), jnp.asarray(y, jnp.float32)
+    a0 = jnp.full(S.shape[1], 100.0, jnp.float32)
+    by_value = run(Fista(n_iter=20), a0, S, y)
+    by_name = run(amplitude_step("fista", 20), a0, S, y)
+    np.testing.assert_array_equal(by_value, by_name)
+    assert run._cache_size() == 1
+    run(Fista(n_iter=21), a0, S, y)
+    assert run._cache_size() == 2
+
+
+def test_options_that_do_not_apply_are_refused():
+    from frugal.gamma import unmix
+    from frugal.solvers import BCD, IPALM, Fista, LatentNewton, as_solver
+    from toys import random_iae
+
+    with pytest.raises(ValueError, match="outer applies to solver='bcd' only"):
+        as_solver("newton", outer="jacobi")
+    with pytest.raises(ValueError, match="a_step and latent_iter apply to solver='bcd' only"):
+        as_solver("newton", a_step="fista", latent_iter=3)
+    with pytest.raises(ValueError, match="a_step sets the pieces of solver='bcd' given by name"):
+        as_solver(BCD(), a_step="fista")
+    with pytest.raises(ValueError, match="solver must be one of 'newton', 'bcd'"):
+        as_solver("palm")
+    with pytest.raises(TypeError, match="solver must be"):
+        as_solver(Fista())
+    with pytest.raises(TypeError, match="BCD.amplitude must be an instance of AmplitudeStep"):
+        BCD(amplitude="fista")
+    with pytest.raises(TypeError, match="BCD.latent must be an instance of LatentStep"):
+        BCD(latent=Fista())
+    with pytest.raises(ValueError, match="n_iter must be >= 1"):
+        LatentNewton(n_iter=0)
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\)"):
+        IPALM(beta=1.0)
+    # unmix refuses them before any compilation
+    model = random_iae(3, np.linspace(2.0, 1.0, 40), seed=0)
+    y = np.full(40, 10.0, np.float32)
+    with pytest.raises(ValueError, match="a_step applies to solver='bcd' only"):
+        unmix(y, model, a_step="fista")
+    with pytest.raises(ValueError, match="carries its own"):
+        unmix(y, model, solver=BCD(), outer="ipalm")
+    with pytest.raises(ValueError, match="needs models with two anchors"):
+        unmix(y, model, solver="bcd", latent_step="lbfgsb")

@@ -11,6 +11,11 @@ semsun    ``unmix``: SEMSUN Poisson unmixing with signatures on IAE manifolds
 baselines ``fixed`` / ``oracle`` (counts only) and ``nmf`` with the same call shape
 differentiable ``unmix_function``: SEMSUN as a pure function with implicit/unrolled gradients
 resolution the detector's energy resolution in JAX (differentiable), to fit it through SEMSUN
+builtin   the built-in simulated problem of the demos and the solver benchmark
+report    counting-error tables, the weight-to-thickness curve of a two-anchor IAE
+
+SEMSUN's solvers are values of :mod:`frugal.solvers.variants` (``Newton()``, ``BCD(...)``);
+the command line (``frugal gamma ...``) lives in :mod:`frugal.cli.gamma`.
 """
 
 from frugal.gamma.baselines import fixed, nmf, oracle

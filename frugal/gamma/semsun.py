@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from frugal._precision import full_precision
-from frugal._validation import check_array, check_choice, check_float, check_int
+from frugal._validation import check_array, check_float, check_int
 from frugal.iae import model as M
 from frugal.iae.model import as_models
 from frugal.ops.gof import gof_pvalue
@@ -56,7 +56,7 @@ from frugal.solvers.multiplicative import (
 )
 from frugal.solvers.newton import damped_newton, stationarity, sum_to_one_basis
 from frugal.solvers.status import Status, all_finite, decide, status_counts
-from frugal.solvers.variants import AMPLITUDE_STEPS, LATENT_STEPS, OUTER_LOOPS, amplitude_step, latent_step
+from frugal.solvers.variants import BCD, Newton, as_solver
 
 
 class UnmixResult(NamedTuple):
@@ -117,25 +117,15 @@ class SolverSpec(NamedTuple):
     configs: tuple  # IAEConfig per model
     n_channels: int  # m
     n_fixed: int
-    solver: str
+    solver: Newton | BCD | str  # a value of frugal.solvers.variants, or its name
     max_iter: int
     a_iter: int
     tol: float
     want_signatures: bool
-    a_step: str = "multiplicative"
-    latent_step: str = "newton"
-    outer: str = "gauss-seidel"
-    latent_iter: int = 5
     trace: bool = False
     gtol: float = 5e-2  # optimality tolerance, in standard errors
     grid: bool = False  # the global start over a grid of the latent compiled in (see unmix_one)
 
-
-#: Inertia of the iPALM outer loop (a constant in [0, 1); Pock & Sabach 2016 allow < 1).
-IPALM_BETA = 0.3
-
-#: Iterations of each latent solver per outer iteration of the block solvers.
-LATENT_ITER = {"newton": 5, "pg": 20, "lbfgsb": 20, "adam": 50}
 
 #: Most grid nodes per model in the global start (a lattice of its weights' training range).
 GRID_NODES = 16
@@ -368,14 +358,14 @@ def unmix_one(spec: SolverSpec, states, fixed_rows, y, lam0, lower, upper, grid_
         _, g, h = fisher_scoring(x)
         return stationarity(x, basis.T @ g, basis.T @ h @ basis, basis, project)
 
-    if spec.solver == "newton":
+    method = as_solver(spec.solver)
+    if isinstance(method, Newton):
         res = damped_newton(deviance, jnp.concatenate([a0, lam0]), basis=basis, project=project,
                             derivatives=fisher_scoring, max_iter=spec.max_iter, xtol=spec.tol, ftol=1e-9,
                             gtol=gtol, trace=spec.trace)
         x, n_iter, trace = res.x, res.n_iter, res.trace
     else:
-        amplitude = amplitude_step(spec.a_step, spec.a_iter)
-        latent = latent_step(spec.latent_step, spec.latent_iter)
+        amplitude, latent = method.amplitude, method.latent
 
         def project_lam(lv):
             return project_latent(spec, lv, lower, upper)
@@ -389,21 +379,7 @@ def unmix_one(spec: SolverSpec, states, fixed_rows, y, lam0, lower, upper, grid_
 
             return latent(lam, f, project_lam, v_lam, lower, upper)
 
-        if spec.outer == "gauss-seidel":
-            updates = (lambda s, _: (a_block(*s), s[1]), lambda s, _: (s[0], lam_block(*s)))
-            state0 = (a0, lam0)
-        elif spec.outer == "jacobi":
-            updates = (lambda s, _: (a_block(*s), lam_block(*s)),)
-            state0 = (a0, lam0)
-        else:  # inertial PALM: each block starts from an extrapolated point
-            def ipalm(s, _):
-                a, lam, a_prev, lam_prev = s
-                a_new = a_block(jnp.maximum(a + IPALM_BETA * (a - a_prev), 0.0), lam)
-                lam_new = lam_block(a_new, project_lam(lam + IPALM_BETA * (lam - lam_prev)))
-                return a_new, lam_new, a, lam
-
-            updates = (ipalm,)
-            state0 = (a0, lam0, a0, lam0)
+        updates, state0 = method.outer.updates(a_block, lam_block, project_lam, a0, lam0)
 
         def rel_change(old, new):
             (a_old, lam_old), (a_new, lam_new) = old[:2], new[:2]
@@ -743,10 +719,10 @@ def unmix(
     names: Sequence[str] | None = None,
     latent0=None,
     bounds="training",
-    solver: str = "newton",
-    a_step: str = "multiplicative",
-    latent_step: str = "newton",
-    outer: str = "gauss-seidel",
+    solver="newton",
+    a_step: str | None = None,
+    latent_step: str | None = None,
+    outer: str | None = None,
     max_iter: int = 100,
     a_iter: int = 200,
     latent_iter: int | None = None,
@@ -771,11 +747,16 @@ def unmix(
     latent0: starting weights, one ``(d_k,)`` per model (default: the middle of the range
       seen in training); ``bounds``: ``"training"`` (that range), ``"simplex"`` or ``None``.
     solver: ``"newton"`` (joint Fisher-scoring Newton, default) or ``"bcd"`` (block
-      coordinate descent as published, exact derivatives), whose pieces can be chosen:
-      ``a_step`` in ``"multiplicative"``, ``"newton"``, ``"fista"`` (``a_iter`` iterations);
-      ``latent_step`` in ``"newton"``, ``"pg"``, ``"lbfgsb"``, ``"adam"`` (``latent_iter``
-      iterations); ``outer`` in ``"gauss-seidel"``, ``"jacobi"``, ``"ipalm"``
-      (see :mod:`frugal.solvers.variants`).
+      coordinate descent as published, exact derivatives), or a value of
+      :mod:`frugal.solvers.variants` (``Newton()``, ``BCD(amplitude=Fista(n_iter=50),
+      outer=IPALM())``). By name the pieces of ``"bcd"`` are chosen by ``a_step`` in
+      ``"multiplicative"`` (default), ``"newton"``, ``"fista"`` (``a_iter`` iterations);
+      ``latent_step`` in ``"newton"`` (default), ``"pg"``, ``"lbfgsb"``, ``"adam"``
+      (``latent_iter`` iterations, default that step's own); ``outer`` in
+      ``"gauss-seidel"`` (default), ``"jacobi"``, ``"ipalm"``. They apply to
+      ``solver="bcd"`` only: with ``"newton"`` or a solver value they are an error.
+    a_iter: multiplicative updates of the counts at the start (and the iterations of the
+      amplitude step of ``"bcd"`` given by name).
     chunk_size: spectra per compiled batch; larger batches run chunk by chunk in bounded
       memory. Default: 16 on a CPU, where small chunks are faster, and 4096 on GPUs/TPUs
       (:data:`frugal.solvers.batching.CHUNK_SIZE`); raise it on a GPU with memory to
@@ -818,15 +799,12 @@ def unmix(
     """
     _reject_tracers(counts=counts, background=background, signatures=signatures)
     models = as_models(models)
-    check_choice(solver, "solver", ("newton", "bcd"))
-    check_choice(a_step, "a_step", AMPLITUDE_STEPS)
-    check_choice(latent_step, "latent_step", LATENT_STEPS)
-    check_choice(outer, "outer", OUTER_LOOPS)
-    latent_iter = LATENT_ITER[latent_step] if latent_iter is None else check_int(latent_iter, "latent_iter", minimum=1)
-    if latent_step == "lbfgsb" and any(mdl.n_anchors != 2 for mdl in models):
-        raise ValueError("latent_step='lbfgsb' needs models with two anchors (one free weight each)")
-    max_iter = check_int(max_iter, "max_iter", minimum=1)
     a_iter = check_int(a_iter, "a_iter", minimum=1)
+    method = as_solver(solver, a_step=a_step, latent_step=latent_step, outer=outer, a_iter=a_iter,
+                       latent_iter=latent_iter)
+    if isinstance(method, BCD) and method.latent.two_anchors_only and any(mdl.n_anchors != 2 for mdl in models):
+        raise ValueError(f"latent step {method.latent!r} needs models with two anchors (one free weight each)")
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
     tol = check_float(tol, "tol", minimum=0.0, strict=True)
     chunk_size = default_chunk_size(devices) if chunk_size is None else check_int(chunk_size, "chunk_size",
                                                                                    minimum=1)
@@ -871,9 +849,8 @@ def unmix(
     # The grid start is compiled into every program (a traced flag turns it off), so that
     # grid_start=False and the restarts below run the program of the first solve.
     spec = SolverSpec(configs=tuple(mdl.config for mdl in models), n_channels=m, n_fixed=len(fixed_rows),
-                      solver=solver, max_iter=max_iter, a_iter=a_iter, tol=tol,
-                      want_signatures=bool(return_signatures), a_step=a_step, latent_step=latent_step, outer=outer,
-                      latent_iter=latent_iter, trace=bool(return_trace), gtol=gtol, grid=True)
+                      solver=method, max_iter=max_iter, a_iter=a_iter, tol=tol,
+                      want_signatures=bool(return_signatures), trace=bool(return_trace), gtol=gtol, grid=True)
     grid_lams = tuple(jnp.asarray(g) for g in latent_grid(models, lower, upper))
     states = tuple(mdl.state for mdl in models)
     shared = (states, jnp.asarray(fixed_rows), jnp.asarray(lower), jnp.asarray(upper), grid_lams)

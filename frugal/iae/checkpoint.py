@@ -201,7 +201,7 @@ def _parse(zf: zipfile.ZipFile, path: str) -> tuple[dict, dict]:
     return header, arrays
 
 
-def _read_archive(source, path: str) -> tuple[dict, dict]:
+def read_archive(source, path: str) -> tuple[dict, dict]:
     """``(header, arrays)`` of the checkpoint in ``source`` (a file name or binary file
     object; ``path`` names it in messages), every failure a :class:`CheckpointError`."""
     try:
@@ -218,16 +218,17 @@ def _read_archive(source, path: str) -> tuple[dict, dict]:
         ) from err
 
 
-def _read(path) -> tuple[dict, dict]:
+def read_parts(path) -> tuple[dict, dict]:
+    """``(header, arrays)`` of the checkpoint file ``path``, every failure a :class:`CheckpointError`."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
-    return _read_archive(path, path)
+    return read_archive(path, path)
 
 
 def load(path) -> M.IAEModel:
     """Read a model written by :func:`save`; raises :class:`CheckpointError` on any problem."""
-    header, arrays = _read(path)
+    header, arrays = read_parts(path)
     path = os.fspath(path)
     try:
         config = M.IAEConfig.from_dict(header["config"])
@@ -258,7 +259,7 @@ def load_training_state(path, params_template, opt_state_template=None) -> dict:
     ``restore_opt_state(template)`` instead, so that the caller can first compare the saved
     optimiser description with its own (the file is read once either way).
     """
-    header, arrays = _read(path)
+    header, arrays = read_parts(path)
     path = os.fspath(path)
     extra = header.get("training")
     if not extra:

@@ -15,8 +15,8 @@ a first-order test passed at about a hundredth of a standard error of the weight
 Newton solve's residual (:class:`frugal.solvers.newton.NewtonResult` ``residual``, on a
 deviance scale: :math:`\sqrt 2` times standard errors) is at most 0.02, or, at a kink of a
 piecewise-linear decoder where that one-sided test cannot pass, the slope changes sign
-within that distance along every tangent direction (``_bracketed``). Otherwise the loop's
-own reason: ``MAX_ITER``, ``STALLED`` (it stopped on a small step or decrease) or
+within that distance along every tangent direction (``bracketed_minimum``). Otherwise the
+loop's own reason: ``MAX_ITER``, ``STALLED`` (it stopped on a small step or decrease) or
 ``NON_FINITE``. The scale of each loss:
 
 * Poisson: the objective is the deviance (twice the NLL), whose curvature is twice the
@@ -121,7 +121,7 @@ def _noise_floor(y):
     return (rel**2) * jnp.sum(y * y) / y.size + TINY
 
 
-def _bracketed(objective, x, basis, project, gtol, curvature):
+def bracketed_minimum(objective, x, basis, project, gtol, curvature):
     r"""First-order test that also holds at a kink: along each tangent direction ``v_i``
     the slope changes sign within a hundredth of a standard error.
 
@@ -220,7 +220,7 @@ def _project_batch(state, y, lower, upper, *, config, loss, bounded, max_iter, x
             m, dm = jax.jvp(fitted, (lam,), (v,))
             return jnp.sum(weight(m) * dm * dm)
 
-        kink_ok = _bracketed(objective, res.x, basis, project or (lambda v: v), gtol, curvature)
+        kink_ok = bracketed_minimum(objective, res.x, basis, project or (lambda v: v), gtol, curvature)
         optimal = (res.residual <= gtol) | kink_ok
         status = decide(finite, optimal, res.status == Status.MAX_ITER)
         s = M.decode(config, state, res.x)

@@ -46,7 +46,13 @@ REFERENCE_FLOOR = 1e-3
 DEFAULT_LEARNING_RATE = 2e-3
 
 
-def _objective(config, loss_kind, mu, params, reference, anchors, x_clean, x_input, channel_weights, power):
+def training_objective(config, loss_kind, mu, params, reference, anchors, x_clean, x_input, channel_weights, power):
+    r"""The IAE training loss of one batch and its two parts ``(total, (reconstruction,
+    interpolation))``: the reconstruction of ``x_clean`` through the projection of
+    ``x_input`` (its noisy copy, or itself) onto the affine hull of the encoded anchors, per
+    input the channel-weighted squared error over ``power`` (its mean, or the mean of its log
+    for ``loss_kind="log"``), plus ``mu`` times the interpolation term: the squared distance of
+    the codes from their projection onto that hull, relative to the spread of the anchors' codes."""
     anchor_codes = M.encode(config, params, reference, anchors)
     codes = M.encode(config, params, reference, x_input)
     # Training projects onto the affine hull: constraints only apply at inference.
@@ -86,7 +92,7 @@ def _epoch_fn(data, *, config, loss_kind, optimizer, batch_size, noisy, mu, snr_
         x = train_x[idx]
         x_in = _add_noise(sub, x, snr_db) if noisy else x
         grads, _ = jax.grad(
-            lambda p: _objective(config, loss_kind, mu, p, reference, anchors, x, x_in, weights, power),
+            lambda p: training_objective(config, loss_kind, mu, p, reference, anchors, x, x_in, weights, power),
             has_aux=True,
         )(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -124,7 +130,7 @@ def _run_one_epoch(carry, data, **kw):
     return _epoch_fn(data, **kw)(carry)
 
 
-def _run_epochs(carry, n_epochs, data, *, config, batch_size, **kw):
+def run_epochs(carry, n_epochs, data, *, config, batch_size, **kw):
     """Run ``n_epochs`` epochs (see :data:`_UNROLL_LIMIT` for why conv models differ)."""
     n_batches = -(-data[0].shape[0] // batch_size)
     if config.arch == "conv" and n_batches <= _UNROLL_LIMIT:
@@ -137,7 +143,7 @@ def _run_epochs(carry, n_epochs, data, *, config, batch_size, **kw):
 @partial(jax.jit, static_argnames=("config", "loss_kind"))
 def _evaluate(params, x, data, *, config, loss_kind, mu):
     _, reference, anchors, weights, power = data
-    total, (rec, interp) = _objective(config, loss_kind, mu, params, reference, anchors, x, x, weights, power)
+    total, (rec, interp) = training_objective(config, loss_kind, mu, params, reference, anchors, x, x, weights, power)
     return total, rec
 
 
@@ -218,7 +224,7 @@ def _validate_training_data(spectra, anchors, valid, output):
         )
     if anchors.shape[0] < 2:
         raise ValueError(f"anchors must hold at least 2 spectra, got {anchors.shape[0]}")
-    _check_distinct_anchors(anchors)
+    check_distinct_anchors(anchors)
     if valid is not None:
         valid = check_array(valid, "valid", ndim=spectra.ndim, nonnegative=nonneg, dtype=np.float64)
         if valid.shape[1:] != shape:
@@ -231,7 +237,7 @@ def _validate_training_data(spectra, anchors, valid, output):
 DUPLICATE_ANCHOR_RTOL = 1e-6
 
 
-def _check_distinct_anchors(anchors: np.ndarray) -> None:
+def check_distinct_anchors(anchors: np.ndarray) -> None:
     """Refuse repeated anchors: their codes coincide, the Gram matrix of the encoded anchors
     is singular and the barycentric weights are not unique (training then wanders)."""
     flat = anchors.reshape(anchors.shape[0], -1)
@@ -446,7 +452,7 @@ def train(
         history, start_epoch, elapsed_before = saved["history"], saved["epoch"], saved["elapsed"]
 
     run = partial(
-        _run_epochs, config=config, loss_kind=loss, optimizer=optimizer, batch_size=batch_size,
+        run_epochs, config=config, loss_kind=loss, optimizer=optimizer, batch_size=batch_size,
         noisy=noise_snr is not None, mu=mu, snr_db=jnp.asarray(snr_db, jnp.float32),
     )
     evaluate = partial(_evaluate, config=config, loss_kind=loss, mu=mu)

@@ -35,6 +35,18 @@ from frugal.solvers.status import Status, decide
 
 Update = Callable[[Any, Any], Any]
 
+#: Inertia of inertial PALM (Pock & Sabach, "Inertial proximal alternating linearized
+#: minimization (iPALM) for nonconvex and nonsmooth problems", SIAM J. Imaging Sci. 9 (2016)
+#: 1756): a constant in [0, 1), the value both unmixing problems use for ``outer="ipalm"``.
+IPALM_BETA = 0.3
+
+
+def inertial_point(x, x_prev, beta: float = IPALM_BETA):
+    r"""The inertial extrapolation of iPALM, :math:`y = x + \beta\,(x - x_{\rm prev})`, leaf by
+    leaf of the pytrees ``x`` and ``x_prev``. The caller projects ``y`` on its feasible set
+    (the extrapolation leaves it) and decides whether to keep it."""
+    return jax.tree_util.tree_map(lambda a, b: a + beta * (a - b), x, x_prev)
+
 
 class BlockResult(NamedTuple):
     """Outcome of ``block_solve``.

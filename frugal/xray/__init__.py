@@ -8,6 +8,11 @@ Acero, A&A 686, A259, 2024) and ``fit_pixels`` is the per-pixel baseline; ``Para
 turns latent maps into physical-parameter maps (kT, z, photon index). Their results carry
 why the loop stopped (``status``: converged only when a first-order optimality test passed)
 and a goodness of fit (``deviance``, ``gof_pvalue``, per cube and per pixel).
+
+``solver`` holds SUSHI's pure core (one module per piece of the algorithm: the cube model,
+the data step, the prox step, the amplitude sweeps, the loop); ``builtin`` the built-in
+training families and models of the demos; ``report`` the fit summaries and map errors. The
+command line (``frugal xray ...``) lives in :mod:`frugal.cli.xray`.
 """
 
 from frugal.xray.io import FitsCube, read_cube, read_maps, write_cube, write_maps

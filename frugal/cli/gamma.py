@@ -1,5 +1,5 @@
-"""Command-line handlers of the gamma-ray tools: ``frugal gamma train``, ``frugal gamma unmix``
-and ``frugal demo gamma``.
+"""``frugal gamma train``, ``frugal gamma unmix`` and ``frugal demo gamma``: their parsers and
+handlers.
 
 ``register(subparsers)`` adds the ``gamma`` command (with ``train`` and ``unmix``) to the
 sub-parsers of the ``frugal`` parser; ``add_demo_parser(demo_subparsers)`` adds ``gamma``
@@ -9,7 +9,9 @@ status and raises ``ValueError`` (naming the argument or file) on bad input, whi
 
 The preprocessing a model was trained with (channels dropped, channels summed per bin,
 bins kept, energy axis) is stored in its checkpoint (``info["gamma"]``), so ``gamma unmix``
-applies exactly the same binning to raw measured spectra.
+applies exactly the same binning to raw measured spectra. The built-in problem of the demo
+is :mod:`frugal.gamma.builtin`; its tables and the thickness read from the weights are
+:mod:`frugal.gamma.report`.
 """
 
 from __future__ import annotations
@@ -20,15 +22,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
-    "BuiltinProblem",
+    "SPECTRUM_EXTENSIONS",
     "add_demo_parser",
-    "builtin_problem",
-    "counting_error_table",
     "demo_gamma",
     "register",
     "train_command",
@@ -185,53 +184,6 @@ def _binning(spectra, energies, *, offset: int, rebin: int, bins: int, floor, no
                       floor=floor, keep=bins, normalise=normalise)
 
 
-def counting_error_table(results: dict, true_counts, names) -> str:
-    """A text table of relative counting errors (%), median [q25, q75] over draws, per method.
-
-    results: method name -> :class:`frugal.gamma.UnmixResult` of a batch of draws (counts
-    ``(D, K)``); true_counts: ``(K,)``; names: the ``K`` source names. A last column gives
-    the coverage of the +-1 sigma intervals (share of draws and sources within one standard
-    error of the truth; about 0.68 when errors are right).
-    """
-    a_true = np.asarray(true_counts, dtype=np.float64)
-    width = max(22, max(len(n) for n in names) + 2)
-    lines = [f"{'method':10s}" + "".join(f"{n:>{width}s}" for n in names) + f"{'cover 1s':>10s}"]
-    for method, res in results.items():
-        a = np.atleast_2d(np.asarray(res.counts, dtype=np.float64))
-        rel = 100.0 * (a - a_true) / a_true
-        q25, q50, q75 = np.percentile(rel, [25, 50, 75], axis=0)
-        cells = "".join(f"{f'{m:.1f} [{lo:.1f}, {hi:.1f}]':>{width}s}" for m, lo, hi in zip(q50, q25, q75))
-        cover = np.mean(np.abs(a - a_true) <= np.atleast_2d(res.stderr))
-        lines.append(f"{method:10s}{cells}{cover:10.2f}")
-    return "\n".join(lines)
-
-
-def _latent_curve(model, spectra, params):
-    """``(latent_1, parameter)`` pairs of the training spectra when the map is monotone, else None.
-
-    With two anchors the weight of the second one moves along the family; when it is a
-    monotone function of a single parameter (e.g. the thickness), measured weights can be
-    read back as that parameter by interpolation.
-    """
-    params = np.asarray(params, dtype=np.float64)
-    if model.n_anchors != 2 or params.ndim != 2 or params.shape[1] != 1:
-        return None
-    lam = model.interpolate(spectra)[:, 1].astype(np.float64)
-    order = np.argsort(lam)
-    p = params[order, 0]
-    if not (np.all(np.diff(p) > 0) or np.all(np.diff(p) < 0)) or np.any(np.diff(lam[order]) <= 0):
-        return None
-    return {"latent": lam[order].tolist(), "param": p.tolist()}
-
-
-def _param_from_latent(curve, lam1, lam1_err):
-    """Parameter and its standard error (delta method) for weights ``lam1`` on ``curve``."""
-    x, p = np.asarray(curve["latent"]), np.asarray(curve["param"])
-    value = np.interp(lam1, x, p)
-    slope = np.interp(lam1, 0.5 * (x[1:] + x[:-1]), np.diff(p) / np.diff(x))
-    return value, np.abs(slope) * lam1_err
-
-
 # ---------------------------------------------------------------------------------------
 # gamma train
 
@@ -273,6 +225,7 @@ def train_command(args) -> int:
     import dataclasses
 
     import frugal.iae as iae
+    from frugal.gamma.report import latent_curve
 
     epochs = _positive(args.epochs, "--epochs")
     offset = int(args.offset)
@@ -336,7 +289,7 @@ def train_command(args) -> int:
             "energies": np.asarray(group[0][2], dtype=np.float64).tolist(),
             "param_names": list(fam.param_names),
             "anchor_params": np.asarray(fam.params[s.anchors], dtype=np.float64).tolist(),
-            "latent_curve": _latent_curve(model, train_x, train_p),
+            "latent_curve": latent_curve(model, train_x, train_p),
             "test_nmse_db": scores,
             "sources": [str(Path(d).resolve()) for d in args.families],
         }
@@ -437,6 +390,7 @@ def unmix_command(args) -> int:
     """``frugal gamma unmix``: spectra + models (+ background) -> CSV, JSON, figure."""
     import frugal.iae as iae
     from frugal.gamma.io import read_spectrum
+    from frugal.gamma.report import param_from_latent
     from frugal.gamma.semsun import unmix
     from frugal.solvers.status import status_counts, status_names
 
@@ -510,7 +464,7 @@ def unmix_command(args) -> int:
         curve = meta.get("latent_curve")
         pname = (meta.get("param_names") or ["parameter"])[0]
         if curve:
-            value, err = _param_from_latent(curve, lam[:, 1], lam_err[:, 1])
+            value, err = param_from_latent(curve, lam[:, 1], lam_err[:, 1])
             label = "+".join(meta.get("names") or [Path(paths[len(curves)]).stem])
             curves.append((f"{label}_{pname}", value, err))
         else:
@@ -604,62 +558,13 @@ def unmix_command(args) -> int:
 # frugal demo gamma
 
 
-#: Radionuclides of the demo and their share of the expected counts (background first).
-DEMO_SOURCES = {"background": 0.4, "Co60": 0.25, "Cs137": 0.2, "Ba133": 0.15}
-
-
-class BuiltinProblem(NamedTuple):
-    """The built-in simulated gamma problem of ``demo gamma`` and ``bench``."""
-
-    model: object  # the joint IAEModel
-    nuclides: list
-    joint: np.ndarray  # (T, K, 800) unit-sum signatures over the thickness grid
-    thickness: np.ndarray  # (T,) mm
-    split: object  # anchors / train / test indices into the grid
-    background: np.ndarray  # (800,)
-    energies: np.ndarray  # (800,) keV
-    edges: np.ndarray
-    train_time_s: float
-
-    def mixtures(self, thickness_mm: float, counts: float, draws: int, seed: int):
-        """Poisson draws of the demo mixture at a steel thickness: ``(y, a_true, true signatures)``."""
-        from frugal.gamma import simulate
-
-        true_sig = np.stack([simulate.signature(n, thickness_mm, edges=self.edges) for n in self.nuclides])
-        a_true = counts * np.array(list(DEMO_SOURCES.values()))
-        rows = np.concatenate([self.background[None], true_sig])
-        return simulate.mixture(rows, a_true, seed=seed, n_draws=draws), a_true, true_sig
-
-
-def builtin_problem(*, epochs: int = 600, seed: int = 0, progress: bool = True) -> BuiltinProblem:
-    """Simulate the demo's radionuclides behind 0.001-30 mm of steel and train their joint IAE."""
-    import frugal.iae as iae
-    from frugal.data import Family, split
-    from frugal.gamma import simulate
-
-    t_start = time.perf_counter()
-    nuclides = [n for n in DEMO_SOURCES if n != "background"]
-
-    # A thin anchor, a thick anchor and a regular grid between them: what a handful of Monte
-    # Carlo runs would give; the mixtures' thickness is in none of them.
-    thickness = np.concatenate([[0.001], np.linspace(0.75, 30.0, 40)])
-    edges = simulate.bin_edges(800)
-    joint = np.stack([simulate.signature(n, thickness, edges=edges) for n in nuclides], axis=1).astype(np.float32)
-    bkg = simulate.background(edges)
-    energies = simulate.bin_centres(edges)
-    s = split(Family(None, thickness[:, None], ("thickness_mm",), None), test_fraction=0.25, seed=seed)
-    print(f"simulated {len(nuclides)} radionuclides x {thickness.size} steel thicknesses (0.001-30 mm), "
-          f"800 bins 18-1618 keV in {time.perf_counter() - t_start:.1f} s")
-    t0 = time.perf_counter()
-    model = iae.train(joint[s.train], joint[s.anchors], epochs=epochs, loss="log", seed=seed, progress=progress)
-    return BuiltinProblem(model, nuclides, joint, thickness, s, bkg, energies, edges, time.perf_counter() - t0)
-
-
 def demo_gamma(args) -> int:
     """``frugal demo gamma``: the SEMSUN pipeline on the built-in simulator, end to end."""
     import frugal.iae as iae
     from frugal.gamma import baselines, semsun
+    from frugal.gamma.builtin import builtin_problem
     from frugal.gamma.plots import plot_fit
+    from frugal.gamma.report import counting_error_table, latent_curve, param_from_latent
 
     draws = _positive(args.draws, "--draws")
     epochs = _positive(args.epochs, "--epochs")
@@ -678,7 +583,7 @@ def demo_gamma(args) -> int:
           + ", ".join(f"{n} {v:.1f}" for n, v in zip(nuclides, np.median(test_nmse, 0))))
     train_x = np.concatenate([joint[s.anchors], joint[s.train]])
     train_t = np.concatenate([thickness[s.anchors], thickness[s.train]])
-    curve = _latent_curve(model, train_x, train_t[:, None])
+    curve = latent_curve(model, train_x, train_t[:, None])
 
     y, a_true, true_sig = problem.mixtures(args.thickness, args.counts, draws, args.seed + 1)
 
@@ -710,7 +615,7 @@ def demo_gamma(args) -> int:
             "coverage_1sigma": float(np.mean(np.abs(res.counts - a_true) <= res.stderr)),
         }
     if curve:
-        t_hat, _ = _param_from_latent(curve, results["SEMSUN-j"].latent[0][:, 1], 0.0)
+        t_hat, _ = param_from_latent(curve, results["SEMSUN-j"].latent[0][:, 1], 0.0)
         q25, q50, q75 = np.percentile(t_hat, [25, 50, 75])
         print(f"\nthickness read from the SEMSUN-j weights: median {q50:.2f} mm [q25 {q25:.2f}, q75 {q75:.2f}] "
               f"(true {args.thickness:g} mm)")
@@ -725,4 +630,3 @@ def demo_gamma(args) -> int:
     print(f"\ntotal {time.perf_counter() - t_start:.1f} s; wrote {out / 'gamma_fit.png'}, {out / 'joint.frugal'}, "
           f"{out / 'summary.json'}")
     return 0
-

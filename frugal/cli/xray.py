@@ -1,5 +1,5 @@
-"""Command-line handlers of the X-ray tools: ``frugal xray train``, ``frugal xray unmix`` and
-``frugal demo xray``.
+"""``frugal xray train``, ``frugal xray unmix`` and ``frugal demo xray``: their parsers and
+handlers.
 
 ``register(subparsers)`` adds the ``xray`` command (with ``train`` and ``unmix``) to the
 sub-parsers of the ``frugal`` parser; ``add_demo_parser(demo_subparsers)`` adds ``xray`` to
@@ -10,13 +10,14 @@ entry point turns into a one-line error and exit status 2.
 ``xray train`` stores with the IAE checkpoint (``info["xray"]``) the component's name, the
 channel energies and the latent -> physical-parameter map learnt on the labelled spectra,
 so that ``xray unmix`` checks the cube's energy grid and writes kT / z / photon-index maps.
+The built-in families and their training are :mod:`frugal.xray.builtin`; the fit summaries
+and map errors :mod:`frugal.xray.report`; the figures :mod:`frugal.xray.plots`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,37 +25,12 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "BUILTIN",
     "add_demo_parser",
-    "builtin_family",
     "demo_xray",
-    "map_errors",
     "register",
     "train_command",
-    "train_family",
     "unmix_command",
 ]
-
-#: Built-in families: size, parameter range (a little wider than the toy remnant's
-#: :data:`frugal.xray.simulate.PARAM_RANGES`, so that the anchors bracket it) and IAE size
-#: (small dense models: 10-15 s of CPU each, most of it compilation).
-BUILTIN = {
-    "thermal": {"n_spectra": 120, "range": {"kT_range": (0.8, 5.0)}, "width": 64, "depth": 2, "latent_dim": 8,
-                "log": ("kT",)},
-    "synchrotron": {"n_spectra": 40, "range": {"index_range": (1.8, 3.5)}, "width": 32, "depth": 2,
-                    "latent_dim": 4, "log": ()},
-}
-
-
-def builtin_family(name: str, n_spectra: int | None = None, n_channels: int = 375, seed: int = 0):
-    """The labelled family ``name`` (``"thermal"`` or ``"synchrotron"``) of the toy simulator."""
-    from frugal.xray import simulate as xs
-
-    if name not in BUILTIN:
-        raise ValueError(f"builtin family must be one of {sorted(BUILTIN)}, got {name!r}")
-    make = xs.thermal_family if name == "thermal" else xs.synchrotron_family
-    return make(n_spectra or BUILTIN[name]["n_spectra"], energies=xs.energies(n_channels), seed=seed,
-                **BUILTIN[name]["range"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -63,6 +39,8 @@ def builtin_family(name: str, n_spectra: int | None = None, n_channels: int = 37
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add ``xray train`` and ``xray unmix`` to ``subparsers`` (from ``add_subparsers``)."""
+    from frugal.xray.builtin import BUILTIN
+
     xray = subparsers.add_parser(
         "xray", help="X-ray cubes: learn component spectra (IAE), unmix cubes (SUSHI)",
         description="X-ray hyperspectral cubes: learn how a component's spectrum deforms with its "
@@ -152,56 +130,9 @@ def add_demo_parser(demo_subparsers) -> argparse.ArgumentParser:
 # Training
 
 
-def train_family(family, name: str, *, epochs: int = 500, width: int = 64, depth: int = 2, latent_dim: int = 8,
-                 anchors=None, log=None, degree: int = 3, seed: int = 0, progress: bool = False):
-    """Train an IAE on a labelled ``Family`` and fit its latent -> parameter map.
-
-    anchors: indices of the anchor spectra (default: nearest the corners of the parameter
-    box, with the ``log`` parameters spaced in log). Returns ``(model, param_map)``; the
-    model's ``info["xray"]`` holds the name, the energies and the parameter map.
-    """
-    import frugal.iae as iae
-    from frugal.xray.params import ParameterMap
-    from frugal.xray.simulate import anchor_indices
-
-    names = tuple(str(n) for n in family.param_names)
-    log = tuple(n for n in names if n == "kT") if log is None else tuple(log)
-    unknown = [n for n in log if n not in names]
-    if unknown:
-        raise ValueError(f"log parameters {unknown} are not among the family's parameters {names}")
-    spectra = np.asarray(family.spectra, dtype=np.float64)
-    params = np.asarray(family.params, dtype=np.float64).reshape(len(spectra), -1)
-    if anchors is None:
-        anchors = anchor_indices(params, log_axes=tuple(names.index(n) for n in log))
-    anchors = np.asarray(anchors, dtype=int)
-    if anchors.ndim != 1 or len(anchors) < 2 or anchors.min() < 0 or anchors.max() >= len(spectra):
-        raise ValueError(f"anchors must be at least 2 indices into the {len(spectra)} spectra, got {anchors.tolist()}")
-    rest = np.setdiff1d(np.arange(len(spectra)), anchors)
-    model = iae.train(spectra[rest], spectra[anchors], arch="dense", epochs=epochs, seed=seed, progress=progress,
-                      width=width, depth=depth, latent_dim=latent_dim)
-    pmap = ParameterMap.fit(model, spectra, params, names, degree=degree, log=log)
-    meta = {"name": name, "energies": np.asarray(family.energies, dtype=np.float64).tolist(),
-            "param_map": pmap.to_dict(), "anchors": anchors.tolist()}
-    model = dataclasses.replace(model, info={**model.info, "xray": meta})
-    return model, pmap
-
-
-def builtin_models(*, epochs: int = 500, seed: int = 0, progress: bool = True):
-    """The thermal and synchrotron IAEs of the built-in toy families and their parameter maps."""
-    models, pmaps = [], []
-    for name in ("thermal", "synchrotron"):
-        family, sz = builtin_family(name, seed=seed), BUILTIN[name]
-        model, pmap = train_family(family, name, epochs=epochs, width=sz["width"], depth=sz["depth"],
-                                   latent_dim=sz["latent_dim"], log=sz["log"], seed=seed, progress=progress)
-        models.append(model)
-        pmaps.append(pmap)
-        res = ", ".join(f"{n} {pmap.residual[n]:.2g}" for n in pmap.names)
-        print(f"trained {name} IAE ({model.n_anchors} anchors); parameter map RMS residual: {res}")
-    return models, pmaps
-
-
 def _load_family(args):
     from frugal.data import Family
+    from frugal.xray.builtin import builtin_family
 
     if (args.builtin is None) == (args.spectra is None):
         raise ValueError("give either a spectra FILE or --builtin thermal|synchrotron")
@@ -253,6 +184,7 @@ def _load_family(args):
 def train_command(args) -> int:
     """``frugal xray train``: labelled spectra -> IAE checkpoint (with its parameter map)."""
     import frugal.iae as iae
+    from frugal.xray.builtin import BUILTIN, train_family
 
     family, default_name = _load_family(args)
     name = args.name or default_name
@@ -318,19 +250,12 @@ def _read_image(path, what: str):
     raise ValueError(f"{what} file {path} holds no image")
 
 
-def _panel(maps: dict, path, title: str):
-    from frugal.xray.plots import plot_maps
-
-    fig, _ = plot_maps(maps, ncols=min(len(maps), 4))
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def unmix_command(args) -> int:
     """``frugal xray unmix``: FITS cube + checkpoints -> FITS maps, PNG panel, JSON summary."""
     import frugal.iae as iae
     from frugal.xray import fit_pixels, read_cube, sushi, write_maps
+    from frugal.xray.plots import plot_map_panel
+    from frugal.xray.report import fit_line, fit_summary
 
     cube = read_cube(args.cube)
     models = [iae.load(p) for p in args.model]
@@ -369,7 +294,7 @@ def unmix_command(args) -> int:
         shown = {k: v for k, v in maps.items() if "_weight" not in k}
         if mask is not None:
             shown = {k: np.where(mask, v, np.nan) for k, v in shown.items()}
-        _panel(shown, out / "maps.png", f"{args.method}: {Path(args.cube).name}")
+        plot_map_panel(shown, out / "maps.png", f"{args.method}: {Path(args.cube).name}")
         wrote.append(out / "maps.png")
     print("wrote " + ", ".join(str(p) for p in wrote))
     return 0
@@ -379,74 +304,12 @@ def unmix_command(args) -> int:
 # Demo
 
 
-def fit_summary(result) -> dict:
-    """Stop reason and goodness of fit of a :class:`~frugal.xray.SushiResult` (JSON-ready):
-    the cube's status, optimality residual (standard errors), deviance and p-value, and the
-    pixels (with counts) that did not pass the optimality test or are badly fitted
-    (p < 1e-3)."""
-    from frugal.solvers.status import status_counts, status_names
-
-    p_pix = np.asarray(result.pixel_gof_pvalue)
-    return {"status": str(status_names(result.status)), "residual": float(result.residual),
-            "deviance": float(result.deviance), "gof_pvalue": float(result.gof_pvalue),
-            "pixel_status": status_counts(result.pixel_status),
-            "pixels_badly_fitted": int(np.sum(np.isfinite(p_pix) & (p_pix < 1e-3))),
-            "pixels_fitted": int(np.sum(np.isfinite(p_pix)))}
-
-
-def fit_line(fit: dict) -> str:
-    """One line of :func:`fit_summary` for the terminal."""
-    others = {k: v for k, v in fit["pixel_status"].items() if k != "converged"}
-    pixels = ", ".join(f"{v} {k}" for k, v in others.items()) or "all converged"
-    return (f"status: {fit['status']} (optimality residual {fit['residual']:.3g} standard errors; pixels: "
-            f"{pixels}); goodness of fit: deviance {fit['deviance']:.1f}, p = {fit['gof_pvalue']:.3g}, "
-            f"{fit['pixels_badly_fitted']} of {fit['pixels_fitted']} pixels with p < 1e-3")
-
-
-def map_errors(result, cube) -> dict:
-    """Amplitude NMSE (dB) per component, median absolute errors of the parameter maps
-    inside the remnant mask and component-cube NMSE (dB) of a result on a simulated cube.
-
-    NMSE in dB as everywhere in frugal (:func:`frugal.iae.nmse_db`): ``-20 log10(||x_hat -
-    x|| / ||x||)``, higher is better.
-    """
-    from frugal.iae.metrics import nmse_db
-
-    mask = cube.mask
-    out = {}
-    for c, name in enumerate(cube.component_names):
-        out[f"{name}_amplitude_nmse_db"] = float(nmse_db(result.amplitude[c], cube.amplitude[c], axis=None))
-        out[f"{name}_cube_nmse_db"] = float(nmse_db(result.components[c], cube.components[c], axis=None))
-    for name, truth in cube.params.items():
-        if name in result.params:
-            out[f"{name}_mae"] = float(np.median(np.abs(result.params[name] - truth)[mask]))
-    return out
-
-
-def _demo_figure(cube, pixels, reg, path, title: str):
-    """Rows kT, z, photon index and the amplitudes; columns truth / per-pixel / SUSHI, one
-    colour scale per row (that of the truth), outside the remnant blank."""
-    from frugal.plotting import figure
-    from frugal.xray.plots import plot_maps
-
-    rows = [(n, cube.params[n], pixels.params[n], reg.params[n]) for n in ("kT", "z", "photon_index")]
-    rows += [(f"{n} amplitude", cube.amplitude[c], pixels.amplitude[c], reg.amplitude[c])
-             for c, n in enumerate(cube.component_names)]
-    fig = figure(figsize=(10.5, 3.0 * len(rows)))
-    axes = fig.subplots(len(rows), 3, squeeze=False)
-    for (name, *values), row in zip(rows, axes):
-        values = [np.where(cube.mask, v, np.nan) for v in values]
-        lo, hi = np.nanpercentile(values[0], [1, 99])
-        plot_maps(values, [f"{name}: {lab}" for lab in ("truth", "per-pixel", "SUSHI")], ax=list(row),
-                  vmin=lo, vmax=hi)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
 def demo_xray(args) -> int:
     """``frugal demo xray``: simulate a remnant, train the IAEs, per-pixel fit vs SUSHI."""
     from frugal.xray import fit_pixels, simulate_cube, sushi
+    from frugal.xray.builtin import builtin_models
+    from frugal.xray.plots import plot_demo_maps
+    from frugal.xray.report import fit_summary, map_errors
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -483,11 +346,10 @@ def demo_xray(args) -> int:
     print(f"{'time (s, incl. compilation)':28s}{t_pix:12.1f}{t_sushi:12.1f}")
     print(f"(IAE training and parameter maps: {t_train:.1f} s)")
 
-    _demo_figure(cube, pixels, reg, out / "xray.png", f"toy remnant, exposure {args.exposure}")
+    plot_demo_maps(cube, pixels, reg, out / "xray.png", f"toy remnant, exposure {args.exposure}")
     summary = {"size": args.size, "exposure": args.exposure, "errors": errors,
                "n_iter": {"fit_pixels": int(pixels.n_iter), "sushi": int(reg.n_iter)}, "fit": fits,
                "time_s": {"train": t_train, "fit_pixels": t_pix, "sushi": t_sushi}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {out / 'xray.png'}, {out / 'summary.json'}")
     return 0
-
