@@ -12,7 +12,18 @@ import pytest
 
 from frugal.iae import model as M
 from frugal.solvers import Status, sum_to_one_basis
-from frugal.xray import ParameterMap, SushiResult, fit_pixels, sushi
+from frugal.xray import (
+    PALM,
+    EMAmplitudes,
+    GaussSeidelSweep,
+    InertialSweep,
+    JointSweep,
+    NewtonAmplitudes,
+    ParameterMap,
+    SushiResult,
+    fit_pixels,
+    sushi,
+)
 from frugal.xray import simulate as xs
 from toys import XRAY_CHANNELS, random_iae
 
@@ -150,6 +161,7 @@ def test_multiplicative_amplitude_sweeps_reach_the_newton_optimum(loss):
     optimum of the Newton sweeps, a zero start included (the restart)."""
     from frugal.xray.solver.amplitudes import amplitude_sweep
     from frugal.xray.solver.cube import Data, Spec, State, mixture, pixel_loss
+    from frugal.xray.solver.variants import as_palm
 
     rng = np.random.default_rng(4)
     n_pix, n_chan = 50, E
@@ -167,7 +179,7 @@ def test_multiplicative_amplitude_sweeps_reach_the_newton_optimum(loss):
 
     def run(amp_step, n):
         spec = Spec(configs=(None, None), shape=(1, n_pix), loss=loss, n_scales=1, trace_len=1, tol=0.0,
-                    amp_steps=1, amp_step=amp_step)
+                    solver=as_palm(amp_step=amp_step))
         sweep = amplitude_sweep(spec)
 
         def body(st, _):
@@ -248,6 +260,11 @@ def test_one_sweep_without_regularisation_is_the_independent_per_pixel_step(mode
     # The reference is the joint Levenberg-Marquardt step of outer="joint".
     one = fit_pixels(cube, models, init=(start_amp, start_lat), max_iter=1, outer="joint")
     assert one.n_iter == 1
+    # the same sweep given as a value: the same program, the same numbers
+    by_value = fit_pixels(cube, models, init=(start_amp, start_lat), max_iter=1, solver=PALM(outer=JointSweep()))
+    np.testing.assert_array_equal(by_value.amplitude, one.amplitude)
+    for a, b in zip(by_value.latent, one.latent):
+        np.testing.assert_array_equal(a, b)
     ii, jj = np.array([0, 3, 6, 11, 9]), np.array([0, 7, 6, 2, 10])
     reference = jax.jit(jax.vmap(lambda y, a, l0, l1: _pixel_step(models, y, a, [l0, l1])))
     s, lams, feasible = reference(cube[:, ii, jj].T, start_amp[:, ii, jj].T, start_lat[0][:, ii, jj].T,
@@ -404,10 +421,30 @@ def test_bad_inputs_raise(models, truth):
         fit_pixels(cube, models, outer="gauss-seidel", amp_steps=0)
     with pytest.raises(ValueError, match="gtol must be >= 0"):
         fit_pixels(cube, models, gtol=-1.0)
+    with pytest.raises(ValueError, match="outer sets the pieces of the default solver; .* carries its own"):
+        sushi(cube, models, solver=PALM(), outer="joint")
+    with pytest.raises(TypeError, match="solver must be None or a PALM"):
+        fit_pixels(cube, models, solver="ipalm")
+    with pytest.raises(TypeError, match="PALM.outer must be an instance of Sweep"):
+        PALM(outer="ipalm")
+    with pytest.raises(ValueError, match="amp_steps must be >= 1"):
+        PALM(outer=GaussSeidelSweep(), amp_steps=0)
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\)"):
+        InertialSweep(beta=1.0)
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         sushi(cube, models, chunk_size=0)
     with pytest.raises(ValueError, match="devices must be"):
         fit_pixels(cube, models, devices="gpu")
+
+
+def test_solver_values_and_their_shorthands_are_one_value():
+    from frugal.xray.solver.variants import as_palm
+
+    assert as_palm() == PALM() == PALM(InertialSweep(), NewtonAmplitudes(), 1)
+    assert as_palm(outer="joint", amp_step="multiplicative", amp_steps=2) == \
+        PALM(outer=JointSweep(), amplitude=EMAmplitudes(), amp_steps=2)
+    assert as_palm(outer="gauss-seidel").outer == GaussSeidelSweep()
+    assert len({PALM(), as_palm(), PALM(outer=InertialSweep(beta=0.5))}) == 2
 
 
 def test_parameter_map_checks(models):

@@ -29,11 +29,25 @@ from frugal.xray.simulate import (
     thermal_family,
     thermal_spectrum,
 )
+from frugal.xray.solver.variants import (
+    PALM,
+    EMAmplitudes,
+    GaussSeidelSweep,
+    InertialSweep,
+    JointSweep,
+    NewtonAmplitudes,
+)
 from frugal.xray.sushi import SushiResult, fit_pixels, sushi
 
 __all__ = [
+    "EMAmplitudes",
     "Family",
     "FitsCube",
+    "GaussSeidelSweep",
+    "InertialSweep",
+    "JointSweep",
+    "NewtonAmplitudes",
+    "PALM",
     "ParameterMap",
     "SushiResult",
     "XrayCube",

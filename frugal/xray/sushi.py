@@ -131,8 +131,13 @@ Goodness of fit: ``deviance`` and ``gof_pvalue`` (:func:`frugal.ops.gof.gof_pval
 at low counts) for the cube and per pixel (``pixel_deviance``, ``pixel_gof_pvalue``); see
 :class:`SushiResult` for the number of parameters they assume.
 
-Variants (``outer=``, ``amp_step=``; one compiled program per combination)
---------------------------------------------------------------------------
+Variants (``solver=PALM(...)``, or ``outer=``, ``amp_step=``; one compiled program per combination)
+--------------------------------------------------------------------------------------------------
+The pieces are values of :mod:`frugal.xray.solver.variants`: ``PALM(outer=InertialSweep(),
+amplitude=NewtonAmplitudes(), amp_steps=1)`` is the default, and the string options are
+shorthands (``outer="joint"`` is ``JointSweep()``, ``amp_step="multiplicative"``
+``EMAmplitudes()``).
+
 ``outer="joint"`` is the loop above. ``outer="gauss-seidel"`` is the order
 of the published PALM: the data step moves only the latent coordinates, with the amplitudes
 held fixed (the Levenberg-Marquardt step in the latent block of ``M``, the amplitude /
@@ -205,13 +210,10 @@ from frugal.xray.solver.inputs import (
 )
 from frugal.xray.solver.loop import grid_start_batch, solve_batch, thresholds_batch
 from frugal.xray.solver.results import SushiResult, assemble_result
+from frugal.xray.solver.variants import PALM, JointSweep, NewtonAmplitudes, as_palm
 
 __all__ = ["SushiResult", "fit_pixels", "sushi"]
 
-#: Outer loops (``outer=``; module doc, "Variants").
-OUTER_LOOPS = ("joint", "gauss-seidel", "ipalm")
-#: Amplitude sweeps (``amp_step=``; module doc, "Variants").
-AMPLITUDE_STEPS = ("newton", "multiplicative")
 #: Default ``gtol``: the optimality residual, in standard errors, below which a result is
 #: ``Status.CONVERGED`` (module doc, "Stop reasons").
 GTOL = 0.1
@@ -329,13 +331,11 @@ def _as_models(models) -> list:
 
 
 def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init, mask, param_maps, names,
-         amp_steps, regularise, init_iter, outer, amp_step, devices, chunk_size, gtol):
+         solver, regularise, init_iter, devices, chunk_size, gtol):
     models = _as_models(models)
     y, batched = check_cube(cube, models[0].config.n_channels)
     b, e, h, w = y.shape
     check_choice(loss, "loss", ("poisson", "gaussian"))
-    check_choice(outer, "outer", OUTER_LOOPS)
-    check_choice(amp_step, "amp_step", AMPLITUDE_STEPS)
     devs = resolve_devices(devices)
     if not batched:  # one cube: one device
         devs = devs[:1]
@@ -345,11 +345,7 @@ def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     tol = check_float(tol, "tol", minimum=0.0)
     gtol = check_float(gtol, "gtol", minimum=0.0)
-    amp_steps = check_int(amp_steps, "amp_steps", minimum=0)
     init_iter = check_int(init_iter, "init_iter", minimum=1)
-    if outer == "gauss-seidel" and amp_steps == 0:
-        raise ValueError("outer='gauss-seidel' moves the amplitudes in the amplitude sweeps only: "
-                         "amp_steps must be >= 1")
     bkg = check_background(background, y.shape)
     mask = check_mask(mask, y.shape)
     param_maps = check_param_maps(param_maps, models)
@@ -364,10 +360,9 @@ def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init
     geometry = model_geometry(models)
     data, index, weight = active_data(y, bkg, mask)
     spec = Spec(configs=tuple(m.config for m in models), shape=(h, w), loss=loss, n_scales=n_scales,
-                 trace_len=static_trace_len(max_iter + 1, init_iter + 1), tol=tol, amp_steps=amp_steps, outer=outer,
-                 amp_step=amp_step)
+                trace_len=static_trace_len(max_iter + 1, init_iter + 1), tol=tol, solver=solver)
     # The grid search and the thresholds do not depend on the variant: one program for all.
-    base = spec._replace(outer="joint", amp_step="newton")
+    base = spec._replace(solver=PALM(outer=JointSweep(), amplitude=NewtonAmplitudes(), amp_steps=solver.amp_steps))
     zero_thr = tuple(np.zeros((b, n_scales, m.n_anchors - 1), np.float32) for m in models)
 
     def control(use_prox, limit):
@@ -427,13 +422,14 @@ def sushi(
     mask=None,
     param_maps=None,
     names: Sequence[str] | None = None,
-    amp_steps: int = 1,
+    amp_steps: int | None = None,
     init_iter: int = 100,
-    outer: str = "ipalm",
-    amp_step: str = "newton",
+    outer: str | None = None,
+    amp_step: str | None = None,
     devices=None,
     chunk_size: int | None = None,
     gtol: float = GTOL,
+    solver: PALM | None = None,
 ) -> SushiResult:
     """Unmix an X-ray cube with spatially regularised IAE components (SUSHI; module doc).
 
@@ -456,8 +452,12 @@ def sushi(
     mask: ``(H, W)`` booleans, True where the data are used (default: everywhere).
     param_maps: optional ``ParameterMap`` (or None) per component: ``params`` maps.
     names: component names (default ``component0``, ...).
-    amp_steps: projected Newton steps on every amplitude map per sweep (cheap: no
-      decoding; 0 for none).
+    solver: the sweeps as a value, ``PALM(outer=..., amplitude=..., amp_steps=...)`` of
+      :mod:`frugal.xray.solver.variants` (e.g. ``PALM(outer=InertialSweep(beta=0.5))``);
+      default from ``outer``, ``amp_step`` and ``amp_steps``, its shorthands, which set the
+      pieces only without ``solver`` (with it they are an error).
+    amp_steps: updates of every amplitude map per sweep (default 1; cheap: no decoding; 0
+      for none).
     init_iter: sweeps of the per-pixel fit run first when ``init`` is None.
     outer: the order of the blocks in a sweep (module doc, "Variants"): ``"ipalm"``
       (default: inertial PALM, each sweep's joint step starts from an extrapolated point,
@@ -486,8 +486,8 @@ def sushi(
     """
     return _run(cube, models, background=background, loss=loss, n_scales=n_scales, k_mad=k_mad,
                 max_iter=max_iter, tol=tol, init=init, mask=mask, param_maps=param_maps, names=names,
-                amp_steps=amp_steps, regularise=True, init_iter=init_iter, outer=outer, amp_step=amp_step,
-                devices=devices, chunk_size=chunk_size, gtol=gtol)
+                solver=as_palm(solver, outer=outer, amp_step=amp_step, amp_steps=amp_steps), regularise=True,
+                init_iter=init_iter, devices=devices, chunk_size=chunk_size, gtol=gtol)
 
 
 @full_precision
@@ -503,12 +503,13 @@ def fit_pixels(
     mask=None,
     param_maps=None,
     names: Sequence[str] | None = None,
-    amp_steps: int = 1,
-    outer: str = "ipalm",
-    amp_step: str = "newton",
+    amp_steps: int | None = None,
+    outer: str | None = None,
+    amp_step: str | None = None,
     devices=None,
     chunk_size: int | None = None,
     gtol: float = GTOL,
+    solver: PALM | None = None,
 ) -> SushiResult:
     """Fit the same models pixel by pixel, without spatial regularisation (the usual practice).
 
@@ -516,7 +517,7 @@ def fit_pixels(
     Levenberg-Marquardt steps on all of a pixel's unknowns and Newton steps on the
     amplitudes, every pixel independent (the objective is a sum over pixels and every step
     is safeguarded per pixel), all pixels vmapped in one jitted loop. Arguments as
-    :func:`sushi` (``outer``, ``amp_step``: the variant of the sweeps; ``devices``,
+    :func:`sushi` (``solver``, or ``outer``, ``amp_step``: the variant of the sweeps; ``devices``,
     ``chunk_size``: how a batch of cubes is spread); ``init`` skips the grid search. Every
     variant solves the same per-pixel problems, hence reaches the same optimum from the same
     start (up to the local minima of the thermal / synchrotron degeneracy). Returns a
@@ -525,6 +526,6 @@ def fit_pixels(
     """
     # n_scales as SUSHI's default: one compiled program serves both.
     return _run(cube, models, background=background, loss=loss, n_scales=2, k_mad=0.0, max_iter=max_iter,
-                tol=tol, init=init, mask=mask, param_maps=param_maps, names=names, amp_steps=amp_steps,
-                regularise=False, init_iter=max_iter, outer=outer, amp_step=amp_step, devices=devices,
-                chunk_size=chunk_size, gtol=gtol)
+                tol=tol, init=init, mask=mask, param_maps=param_maps, names=names,
+                solver=as_palm(solver, outer=outer, amp_step=amp_step, amp_steps=amp_steps), regularise=False,
+                init_iter=max_iter, devices=devices, chunk_size=chunk_size, gtol=gtol)

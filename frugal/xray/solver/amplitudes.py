@@ -71,11 +71,12 @@ def multiplicative_amplitude(spec: Spec, data: Data, spectra, s, mu):
 def amplitude_sweep(spec: Spec):
     r"""One step on each ``s_c`` in turn (Gauss-Seidel over components), the spectra fixed.
 
-    ``amp_step="newton"``: projected Newton step with the diagonal Hessian
+    ``spec.solver.amplitude`` (:mod:`frugal.xray.solver.variants`) is the update:
+    ``NewtonAmplitudes`` (``amp_step="newton"``), a projected Newton step with the diagonal Hessian
     ``H = sum_e S^2 Y / mu^2``, damped by the Newton decrement
     :math:`g / (H (1 + |g| / \sqrt{H}))` (Nesterov): the Poisson NLL is self-concordant in
     ``s_c`` for integer counts, so this step cannot increase it where the full one can
-    (from above the minimum). ``"multiplicative"``: the EM update
+    (from above the minimum); ``EMAmplitudes`` (``"multiplicative"``), the EM update
     (:func:`multiplicative_amplitude`). A pixel whose trial still increases its data term
     (non-integer counts, rounding) keeps its amplitude. No decoding: the spectra are fixed.
 
@@ -84,8 +85,8 @@ def amplitude_sweep(spec: Spec):
     counts are orders of magnitude above its start (a hot pixel) would take millions of
     sweeps, each a relative change small enough to pass for convergence. There the EM update
     (which jumps to the counts the spectrum explains) is tried too and the better kept."""
-    trial_of = newton_amplitude if spec.amp_step == "newton" else multiplicative_amplitude
-    rescue = spec.amp_step == "newton" and spec.loss == "poisson"
+    update = spec.solver.amplitude
+    rescue = update.rescues_far and spec.loss == "poisson"
 
     def sweep(state: State, data: Data) -> State:
         mu = mixture(data, state.s, state.spectra)
@@ -96,7 +97,7 @@ def amplitude_sweep(spec: Spec):
             if rescue:
                 trial, far, em = newton_amplitude(spec, data, spectra, s, mu, with_far=True)
             else:
-                trial = trial_of(spec, data, spectra, s, mu)
+                trial = update.trial(spec, data, spectra, s, mu)
             mu_trial = mu + (trial - s)[:, None] * spectra
             ell_trial = pixel_loss(spec.loss, data, mu_trial)
             if rescue:

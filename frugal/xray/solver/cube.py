@@ -37,9 +37,7 @@ class Spec(NamedTuple):
     n_scales: int
     trace_len: int  # static length of the objective trace, >= any iteration limit
     tol: float
-    amp_steps: int
-    outer: str = "joint"
-    amp_step: str = "newton"
+    solver: object  # the PALM value of frugal.xray.solver.variants: sweep order, amplitude update
 
 
 class Control(NamedTuple):

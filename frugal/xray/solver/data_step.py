@@ -91,13 +91,13 @@ def data_step(spec: Spec, models: Models, data: Data, state: State):
     (module doc, step 1).
     """
     n_comp = len(spec.configs)
-    latent_only = spec.outer == "gauss-seidel"
+    latent_only = spec.solver.outer.latent_only
     metric = joint_metric(spec, models, data, state, latent_only)
     mu, g, m_inv = metric.mu, metric.g, metric.m_inv
     step = -jnp.einsum("anm,am->an", m_inv, g)
     rows = [t[:, data.index].T for t in state.t]
     step = bounded_step(models, metric, state.s, rows, step, tuple(c.n_anchors - 1 for c in spec.configs),
-                         latent_only)
+                        latent_only)
     step = trust_region(spec, step)
     s = state.s if latent_only else jnp.maximum(state.s + step[:, :n_comp].T, 0.0)
     new_rows = [project_rows(models, c, r + step[:, sl]) for c, (r, sl) in enumerate(zip(rows, latent_slices(spec)))]

@@ -123,7 +123,7 @@ def active_data(y, bkg, mask):
     ya, ba = y_pe[rows, index] * weight[..., None], bkg_pe[rows, index]
     # NumPy arrays: run_batched cuts them into chunks and places them on the devices.
     data = Data(ya.astype(np.float32), ba.astype(np.float32), (1.0 / np.maximum(ya, 1.0)).astype(np.float32),
-                 weight, index)
+                weight, index)
     return data, index, weight
 
 

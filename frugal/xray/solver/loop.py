@@ -46,12 +46,12 @@ def initial_state(spec: Spec, models: Models, data: Data, t0, s0) -> State:
     ts = project_maps(models, t0)  # a user's start may lie outside the training box
     nu = jnp.full(s0.shape[1:], DAMPING, s0.dtype)
     s0 = s0 * data.weight
-    prev = (ts, s0) if spec.outer == "ipalm" else ()
+    prev = (ts, s0) if spec.solver.outer.inertial else ()
     inf = jnp.full((), jnp.inf, s0.dtype)
     # terms: filled by solve_cube before the loop (they need the objective's pieces)
     return State(ts, s0, all_spectra(spec, models, data, ts), nu, jnp.zeros((), jnp.int32), prev,
-                  res=jnp.full(s0.shape[1:], jnp.inf, s0.dtype), f=inf, small=jnp.zeros((), bool),
-                  flat=jnp.zeros((), jnp.int32), done=jnp.zeros((), bool), best=inf, since=jnp.zeros((), jnp.int32))
+                 res=jnp.full(s0.shape[1:], jnp.inf, s0.dtype), f=inf, small=jnp.zeros((), bool),
+                 flat=jnp.zeros((), jnp.int32), done=jnp.zeros((), bool), best=inf, since=jnp.zeros((), jnp.int32))
 
 
 def extrapolate(spec: Spec, models: Models, data: Data, state: State, thresholds) -> State:
@@ -61,8 +61,9 @@ def extrapolate(spec: Spec, models: Models, data: Data, state: State, thresholds
     increase (the regulariser couples the pixels): the trace stays monotone. One decoding.
     The returned state remembers :math:`x_k` as the previous iterate."""
     t_prev, s_prev = state.prev
-    ty = project_maps(models, inertial_point(state.t, t_prev))
-    sy = jnp.maximum(inertial_point(state.s, s_prev), 0.0) * data.weight
+    beta = spec.solver.outer.beta
+    ty = project_maps(models, inertial_point(state.t, t_prev, beta))
+    sy = jnp.maximum(inertial_point(state.s, s_prev, beta), 0.0) * data.weight
     spectra_y = all_spectra(spec, models, data, ty)
     ell_x = pixel_loss(spec.loss, data, mixture(data, state.s, state.spectra))
     ell_y = pixel_loss(spec.loss, data, mixture(data, sy, spectra_y))
@@ -100,7 +101,7 @@ def solve_cube(spec: Spec, models: Models, data: Data, t0, s0, thresholds, contr
     def joint_step(st, d):
         checking = (st.flat >= STALL_SWEEPS) | (st.it >= control.limit)  # this sweep only tests
         x = st
-        if spec.outer == "ipalm":
+        if spec.solver.outer.inertial:
             y = extrapolate(spec, models, d, st, thresholds)
             st = jax.tree_util.tree_map(lambda a, b: jnp.where(checking, a, b), x._replace(prev=y.prev), y)
         half, metric = data_step(spec, models, d, st)
@@ -119,7 +120,7 @@ def solve_cube(spec: Spec, models: Models, data: Data, t0, s0, thresholds, contr
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), st, new)
         return new._replace(res=res_pix, done=done, best=best, since=since)
 
-    amplitudes = repeat(amplitude_sweep(spec), spec.amp_steps)
+    amplitudes = repeat(amplitude_sweep(spec), spec.solver.amp_steps)
 
     def amplitude_step(st, d):
         moved = amplitudes(st, d)

@@ -88,7 +88,7 @@ def residual_from(spec: Spec, models: Models, data: Data, state: State, fb: FB, 
 
 
 def prox_step(spec: Spec, models: Models, data: Data, state: State, half: State, metric: Metric,
-               thresholds, fb: FB):
+              thresholds, fb: FB):
     """Starlet soft-thresholding of each component's maps after the data step, then the
     monotone safeguard (accept if ``F`` does not increase, else halve the move). Also
     returns the prox of the forward-backward point ``fb`` of the optimality test (one

@@ -130,7 +130,7 @@ def assemble_result(state, f0, trace, n_iter, outcome, thr, n_init, geometry, mo
         pixel_residual[i, index[i, real]] = pr[i, real]
         active[i, index[i, real]] = True
     pixel_dev, pixel_p, deviance, gof_p = goodness_of_fit(y.reshape(b, e, h * w), model.reshape(b, e, h * w),
-                                                           inside, active, n_free)
+                                                          inside, active, n_free)
     status = np.asarray(outcome.status).astype(np.int32)
     residual = np.asarray(outcome.residual).astype(np.float32)
     converged = status == int(Status.CONVERGED)
