@@ -7,7 +7,7 @@ import pytest
 
 import frugal.gamma as gamma
 from frugal.data import Family
-from frugal.gamma import io
+from frugal.gamma import io, textfiles
 
 
 def slow_preprocess(counts, offset=18, n_channels=2048, rebin=2, floor=1e-6, keep=800):
@@ -420,7 +420,7 @@ def test_oversized_files_are_refused_before_reading(tmp_path):
 
 
 def test_channel_limit_of_text_readers(tmp_path, monkeypatch):
-    monkeypatch.setattr(io, "MAX_CHANNELS", 4)
+    monkeypatch.setattr(textfiles, "MAX_CHANNELS", 4)  # the limit every reader applies
     (tmp_path / "five.txt").write_text("1\n2\n3\n4\n5\n")
     with pytest.raises(ValueError, match=r"five\.txt: more than 4 channels \(line 5\)"):
         io.read_spectrum(tmp_path / "five.txt")

@@ -203,6 +203,24 @@ def test_bsp_poisson_counts_and_bounds(model):
     assert np.all(res.loss <= dev_fast + 1e-3 * np.abs(dev_fast))
 
 
+def test_weight_bounds_name_the_box_the_solvers_use(model):
+    lo, hi = model.latent_bounds
+    for got, want in zip(model.weight_bounds("training"), (lo, hi)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(model.weight_bounds("simplex")[0], [0.0, 0.0])
+    assert np.all(np.isinf(model.weight_bounds("simplex")[1]))
+    assert all(np.all(np.isinf(b)) for b in model.weight_bounds(None))
+    lower, upper = model.weight_bounds(([0.1, 0.2], 0.9))
+    np.testing.assert_array_equal(lower, [0.1, 0.2])
+    np.testing.assert_array_equal(upper, [0.9, 0.9])
+    with pytest.raises(ValueError, match="bounds must be one of 'training', 'simplex'"):
+        model.weight_bounds("box")
+    with pytest.raises(ValueError, match=r"sum\(lower\) <= 1"):
+        model.weight_bounds(([0.6, 0.6], 1.0))
+    with pytest.raises(ValueError, match=r"of shape \(2,\)"):
+        model.weight_bounds(([0.0, 0.0, 0.0], 1.0))
+
+
 def test_bsp_zero_counts_are_finite(model):
     res = iae.project(model, np.zeros(75), loss="poisson")
     assert np.all(np.isfinite(res.latent)) and res.amplitude == 0 and np.all(res.spectrum == 0)

@@ -4,8 +4,9 @@ simulate  deterministic signatures of radionuclides behind steel or lead (NaI / 
           natural background, Poisson mixtures
 physics   the model up to the energy deposited in the crystal (lines, shield transport,
           detector response), shared by simulate and resolution
-io        spectra (.spe, N42, text, CSV, NPY), families (Geant4 layout, manifests),
-          the published preprocessing and split
+io        spectra (.spe, N42, text, CSV, NPY)
+families  training families (Geant4 layout, manifests), the published preprocessing and split
+textfiles the bounded, validated reading of text files both use
 plots     figures of families (matplotlib imported lazily)
 semsun    ``unmix``: SEMSUN Poisson unmixing with signatures on IAE manifolds
 baselines ``fixed`` / ``oracle`` (counts only) and ``nmf`` with the same call shape

@@ -154,20 +154,13 @@ SCALED_TOTAL = {np.dtype(np.float32): 1e7, np.dtype(np.float64): 1e15}
 
 def _model_rows(spec: SolverSpec, states, latents):
     """Unit-sum signature rows ``(K_iae, m)`` decoded from each model at its weights."""
-    rows = []
-    for config, state, lam in zip(spec.configs, states, latents):
-        s = jnp.maximum(M.decode(config, state, lam), 0.0)  # (c, n)
-        s = jnp.pad(s, ((0, 0), (0, spec.n_channels - s.shape[-1])))
-        rows.append(s / jnp.maximum(jnp.sum(s, -1, keepdims=True), TINY))
-    return jnp.concatenate(rows, 0)
+    return jnp.concatenate([M.unit_signatures(config, state, lam, spec.n_channels)  # (c, m) each
+                            for config, state, lam in zip(spec.configs, states, latents)], 0)
 
 
 def _model_rows_at(config, state, lam_stack, n_channels):
     """Unit-sum rows ``(G, c, m)`` of one model at ``G`` weight vectors (the grid)."""
-    s = jnp.maximum(jax.vmap(lambda lam: M.decode(config, state, lam))(lam_stack), 0.0)
-    s = s.reshape(lam_stack.shape[0], config.n_inputs, -1)
-    s = jnp.pad(s, ((0, 0), (0, 0), (0, n_channels - s.shape[-1])))
-    return s / jnp.maximum(jnp.sum(s, -1, keepdims=True), TINY)
+    return jax.vmap(lambda lam: M.unit_signatures(config, state, lam, n_channels))(lam_stack)
 
 
 def _split_latent(spec: SolverSpec, flat):
@@ -527,21 +520,16 @@ def fixed_signature_rows(background, signatures, m: int):
 def latent_setup(models, bounds, latent0):
     """Concatenated lower/upper bounds of the weights and the starting weights per model.
 
-    bounds: ``"training"`` (the range each IAE saw in training), ``"simplex"`` or ``None``;
-    latent0: ``None`` (the middle of the training range) or one ``(d_k,)`` (or ``(B, d_k)``)
-    array per model.
+    bounds: ``"training"`` (the range each IAE saw in training), ``"simplex"`` or ``None``
+    (:meth:`frugal.iae.IAEModel.weight_bounds`, for every model); latent0: ``None`` (the
+    middle of the training range) or one ``(d_k,)`` (or ``(B, d_k)``) array per model.
     """
+    if not (bounds is None or isinstance(bounds, str)):
+        raise ValueError(f"bounds must be 'training', 'simplex' or None (the same for every model), got {bounds!r}")
     lower, upper, start = [], [], []
     for i, mdl in enumerate(models):
         d = mdl.n_anchors
-        if bounds == "training":
-            lo, hi = mdl.latent_bounds
-        elif bounds == "simplex":
-            lo, hi = np.zeros(d), np.full(d, np.inf)
-        elif bounds is None:
-            lo, hi = np.full(d, -np.inf), np.full(d, np.inf)
-        else:
-            raise ValueError(f"bounds must be 'training', 'simplex' or None, got {bounds!r}")
+        lo, hi = mdl.weight_bounds(bounds)
         lower.append(lo)
         upper.append(hi)
         if latent0 is None:

@@ -28,6 +28,7 @@ from frugal.iae.barycenter import (
     flatten_levels,
     interpolate_codes,
 )
+from frugal.ops.losses import TINY
 
 #: Largest log-ratio to the reference spectrum the ``exp`` output can take (e^12 ~ 1.6e5):
 #: keeps an untrained or extrapolating decoder from overflowing.
@@ -169,6 +170,16 @@ def decode(config: IAEConfig, state: IAEState, latent):
     return decode_codes(config, state.params, state.reference, codes)
 
 
+def unit_signatures(config: IAEConfig, state: IAEState, latent, n_channels: int | None = None):
+    """The signatures a solver mixes: the spectra decoded at ``latent`` ``(..., d)``, clipped at
+    zero and normalised to unit sum over their channels, ``(..., c, n)`` (zero-padded to
+    ``n_channels`` when given: a model of the first ``n`` channels, zero beyond)."""
+    x = jnp.maximum(decode(config, state, latent), 0.0)
+    if n_channels is not None:
+        x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n_channels - x.shape[-1])])
+    return x / jnp.maximum(jnp.sum(x, axis=-1, keepdims=True), TINY)
+
+
 def interpolate(config: IAEConfig, state: IAEState, x):
     """Fast interpolation: the weights ``(..., d)`` of spectra ``x`` ``(..., c, n)`` (one encoder pass)."""
     codes = encode(config, state.params, state.reference, x)
@@ -232,6 +243,25 @@ class IAEModel:
     def latent_bounds(self) -> tuple:
         """``(lower, upper)`` weights seen on the training set."""
         return np.asarray(self.state.latent_lower), np.asarray(self.state.latent_upper)
+
+    def weight_bounds(self, bounds="training") -> tuple:
+        """``(lower, upper)`` ``(d,)`` box of the weights (which also sum to one) that a solver
+        keeps them in: ``"training"`` (the range seen on the training set, where the decoder is
+        trained), ``"simplex"`` (``lambda >= 0``), ``None`` (no box) or a pair of ``(d,)``
+        arrays ``(lower, upper)`` with ``lower <= upper`` and ``sum(lower) <= 1 <= sum(upper)``."""
+        d = self.n_anchors
+        if bounds is None:
+            return np.full(d, -np.inf), np.full(d, np.inf)
+        if isinstance(bounds, str):
+            check_choice(bounds, "bounds", ("training", "simplex"))
+            return self.latent_bounds if bounds == "training" else (np.zeros(d), np.full(d, np.inf))
+        try:
+            lower, upper = (np.broadcast_to(np.asarray(b, float), (d,)) for b in bounds)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"bounds must be None, 'training', 'simplex' or (lower, upper) of shape ({d},)") from err
+        if np.any(lower > upper) or lower.sum() > 1 or upper.sum() < 1:
+            raise ValueError("bounds must satisfy lower <= upper and sum(lower) <= 1 <= sum(upper)")
+        return lower, upper
 
     def _spectra(self, x, name="x", nonnegative=False):
         """Validate and reshape user spectra to ``(B, c, n)``; also says if a batch was given."""

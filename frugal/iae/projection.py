@@ -260,19 +260,7 @@ def project(
     check_choice(loss, "loss", ("gaussian", "poisson"))
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     arr, batched = model._spectra(y, "y", nonnegative=(loss == "poisson"))
-    d = model.n_anchors
-    if bounds is None:
-        lower, upper = np.full(d, -np.inf), np.full(d, np.inf)
-    elif isinstance(bounds, str):
-        check_choice(bounds, "bounds", ("simplex", "training"))
-        lower, upper = (np.zeros(d), np.full(d, np.inf)) if bounds == "simplex" else model.latent_bounds
-    else:
-        try:
-            lower, upper = (np.broadcast_to(np.asarray(b, float), (d,)) for b in bounds)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"bounds must be None, 'simplex', 'training' or (lower, upper) of shape ({d},)") from err
-        if np.any(lower > upper) or lower.sum() > 1 or upper.sum() < 1:
-            raise ValueError("bounds must satisfy lower <= upper and sum(lower) <= 1 <= sum(upper)")
+    lower, upper = model.weight_bounds(bounds)
     out = _project_batch(
         model.state, arr, jnp.asarray(lower, arr.dtype), jnp.asarray(upper, arr.dtype),
         config=model.config, loss=loss, bounded=bounds is not None, max_iter=max_iter, xtol=xtol,
