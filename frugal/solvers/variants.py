@@ -31,6 +31,7 @@ a_step="fista"``); adding a step is one class here and one line in its registry.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import ClassVar
 
@@ -62,7 +63,7 @@ def _nll(a, S, y):
 
 
 @piece
-class AmplitudeStep:
+class AmplitudeStep(abc.ABC):
     """An amplitude solver run for ``n_iter`` iterations: ``step(a, S, y) -> a``."""
 
     n_iter: int = 200
@@ -70,8 +71,9 @@ class AmplitudeStep:
     def __post_init__(self):
         check_int(self.n_iter, "n_iter", minimum=1)
 
+    @abc.abstractmethod
     def __call__(self, a, S, y):
-        raise NotImplementedError
+        """The counts ``(K,)`` after ``n_iter`` iterations from ``a``, signatures ``S`` ``(m, K)``."""
 
 
 @piece
@@ -167,7 +169,7 @@ AMPLITUDE_STEPS: dict[str, type[AmplitudeStep]] = {
 
 
 @piece
-class LatentStep:
+class LatentStep(abc.ABC):
     """A latent solver run for ``n_iter`` iterations per outer iteration:
     ``step(lam, f, project, basis, lower, upper) -> lam``."""
 
@@ -178,8 +180,9 @@ class LatentStep:
     def __post_init__(self):
         check_int(self.n_iter, "n_iter", minimum=1)
 
+    @abc.abstractmethod
     def __call__(self, lam, f, project, basis, lower, upper):
-        raise NotImplementedError
+        """The weights after ``n_iter`` iterations on ``f`` from ``lam``, kept feasible by ``project``."""
 
 
 @piece
@@ -258,14 +261,15 @@ LATENT_STEPS: dict[str, type[LatentStep]] = {
 
 
 @piece
-class OuterLoop:
+class OuterLoop(abc.ABC):
     """How a sweep runs the two blocks: ``updates(a_block, lam_block, project_lam, a0, lam0)``
     returns the block updates of :func:`frugal.solvers.block.block_solve` (each
     ``(state, data) -> state``) and their starting state, whose first two entries are the
     counts and the weights."""
 
+    @abc.abstractmethod
     def updates(self, a_block, lam_block, project_lam, a0, lam0):
-        raise NotImplementedError
+        """``(updates, state0)`` for :func:`frugal.solvers.block.block_solve`."""
 
 
 @piece
@@ -345,13 +349,18 @@ class BCD:
 SOLVERS: dict[str, type] = {"newton": Newton, "bcd": BCD}
 
 
+def _build(cls, **options):
+    """``cls`` with those of ``options`` that are its fields (a step without ``tol`` ignores it)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in options.items() if k in fields})
+
+
 def amplitude_step(name: str, n_iter: int, tol: float = 1e-7) -> AmplitudeStep:
     """The amplitude step named ``name`` (a key of :data:`AMPLITUDE_STEPS`) for ``n_iter``
-    iterations; ``tol`` is the early stop of ``"multiplicative"``."""
+    iterations; ``tol`` is the early stop of the steps that have one (``"multiplicative"``)."""
     if name not in AMPLITUDE_STEPS:
         raise ValueError(f"a_step must be one of {', '.join(map(repr, AMPLITUDE_STEPS))}; got {name!r}")
-    cls = AMPLITUDE_STEPS[name]
-    return cls(n_iter=n_iter, tol=tol) if issubclass(cls, Multiplicative) else cls(n_iter=n_iter)
+    return _build(AMPLITUDE_STEPS[name], n_iter=n_iter, tol=tol)
 
 
 def latent_step(name: str, n_iter: int, *, learning_rate: float = 1e-2) -> LatentStep:
@@ -359,8 +368,7 @@ def latent_step(name: str, n_iter: int, *, learning_rate: float = 1e-2) -> Laten
     ``learning_rate`` is that of ``"adam"``."""
     if name not in LATENT_STEPS:
         raise ValueError(f"latent_step must be one of {', '.join(map(repr, LATENT_STEPS))}; got {name!r}")
-    cls = LATENT_STEPS[name]
-    return cls(n_iter=n_iter, learning_rate=learning_rate) if issubclass(cls, Adam) else cls(n_iter=n_iter)
+    return _build(LATENT_STEPS[name], n_iter=n_iter, learning_rate=learning_rate)
 
 
 def as_solver(solver, *, a_step=None, latent_step=None, outer=None, a_iter: int = 200, latent_iter=None):

@@ -84,10 +84,10 @@ Each sweep:
    components) with the diagonal Hessian :math:`H = \sum_e S_c^2\, Y / \mu^2`
    (``projected_newton_diag``), damped by the Newton decrement (the Poisson NLL is
    self-concordant in ``s``, so the damped step cannot increase it), refused in a pixel
-   whose data term would increase. More than ``AMP_FAR`` (:mod:`frugal.xray.solver.amplitudes`) standard errors from its
-   optimum the damped step moves an amplitude by about one standard error per sweep (a
-   hot pixel with 1e9 counts would need millions); there the EM update is tried too and
-   the better kept.
+   whose data term would increase. More than ``AMP_FAR`` standard errors
+   (:mod:`frugal.xray.solver.amplitudes`) from its optimum the damped step moves an
+   amplitude by about one standard error per sweep (a hot pixel with 1e9 counts would need
+   millions); there the EM update is tried too and the better kept.
 
 Stop reasons (``status``, :class:`frugal.solvers.Status`)
 --------------------------------------------------------
@@ -110,8 +110,8 @@ optimal.
 Each sweep begins with that test at its starting point (its gradient and curvature are
 the data step's: the test costs no decoding). The loop ends with a test-only sweep (not
 counted in ``n_iter``), at the iteration limit (``MAX_ITER`` unless the test passes), when
-``F`` stopped decreasing (``STALL_SWEEPS`` sweeps, :mod:`frugal.xray.solver.loop`, without a relative decrease above
-``STALL_RTOL``: ``STALLED`` unless it passes), or once the relative decrease of ``F``
+``F`` stopped decreasing (``STALL_SWEEPS`` sweeps without a relative decrease above
+``STALL_RTOL``, :mod:`frugal.xray.solver.loop`: ``STALLED`` unless it passes), or once the relative decrease of ``F``
 fell below ``tol`` if the test passes or the residual no longer improves
 (``RESIDUAL_PATIENCE``; ``STALLED``). A NaN or inf anywhere gives ``NON_FINITE``. Each
 pixel also gets its own status (``pixel_status``: ``CONVERGED`` where its own residual
@@ -147,7 +147,8 @@ inertial PALM (Pock & Sabach, SIAM J. Imaging Sci. 9 (2016) 1756): each sweep's 
 data step starts from :math:`y = P(x_k + \beta (x_k - x_{k-1}))` on ``(s, t)`` (``P`` the
 projection on the feasible set, :math:`\beta` = :data:`frugal.solvers.block.IPALM_BETA`);
 a pixel whose data term would increase at ``y`` keeps :math:`x_k`, and ``y`` is dropped
-altogether if it increases ``F``, so the trace stays non-increasing (one more decoding per sweep).
+altogether if it increases ``F``, so the trace stays non-increasing (one more decoding per
+sweep).
 ``outer="ipalm"`` is the default: on three noise draws of the 94 x 94 toy remnant it ended
 lowest of the six variants on every draw and came within 1e-4 of the best objective found
 in 32 sweeps (median) against 41 for ``"joint"``, at 1.07 times the cost per sweep, with the

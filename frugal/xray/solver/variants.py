@@ -10,6 +10,7 @@ string options of :func:`frugal.xray.sushi` are shorthands: the keys of
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import ClassVar
 
@@ -63,7 +64,7 @@ class InertialSweep(Sweep):
 
 
 @piece
-class AmplitudeUpdate:
+class AmplitudeUpdate(abc.ABC):
     """One update of every amplitude map, the spectra fixed: ``trial(spec, data, spectra, s, mu)``
     gives the trial amplitudes of one component, which the sweep keeps where the data term
     does not increase (:func:`frugal.xray.solver.amplitudes.amplitude_sweep`)."""
@@ -71,8 +72,9 @@ class AmplitudeUpdate:
     #: Also try the EM update where an amplitude is far from its optimum (Poisson loss only).
     rescues_far: ClassVar[bool] = False
 
+    @abc.abstractmethod
     def trial(self, spec, data, spectra, s, mu):
-        raise NotImplementedError
+        """Trial amplitudes ``(A,)`` of one component, its spectra ``(A, E)`` and amplitudes ``s``."""
 
 
 @piece
@@ -119,7 +121,7 @@ class PALM:
     def __post_init__(self):
         for field, kind, registry in (("outer", Sweep, OUTER_LOOPS), ("amplitude", AmplitudeUpdate, AMPLITUDE_STEPS)):
             value = getattr(self, field)
-            if not isinstance(value, kind):
+            if not isinstance(value, kind) or type(value) is kind:  # the bare base is no sweep
                 known = ", ".join(f"{cls.__name__}()" for cls in registry.values())
                 raise TypeError(f"PALM.{field} must be an instance of {kind.__name__} such as {known}; got {value!r}")
         check_int(self.amp_steps, "amp_steps", minimum=0)
