@@ -10,7 +10,8 @@ def test_architecture_examples_run():
     from frugal.solvers import variants
 
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
-    assert len(blocks) == 2, "docs/architecture.md: expected the amplitude-step and the new-problem examples"
+    assert len(blocks) == 3, ("docs/architecture.md: expected the amplitude-step, the new-problem and the "
+                              "manifold examples")
     registry = dict(variants.AMPLITUDE_STEPS)
     namespace: dict = {}
     try:

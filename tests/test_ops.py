@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from frugal.ops.losses import poisson_deviance, poisson_nll
+from frugal.ops.losses import TINY, poisson_deviance, poisson_nll, poisson_weights
 from frugal.ops.proxes import project_box_section, project_simplex
 
 
@@ -96,6 +96,31 @@ def test_poisson_terms_at_zero_counts_are_finite_with_finite_gradients():
         # d/dm at y = 0 is the slope of the 2 m (or m) term, at m = 0 too (the right derivative)
         assert g[0] == pytest.approx(2.0 if f is poisson_deviance else 1.0) and g[1] == g[0]
     assert float(poisson_deviance(np.zeros(5), np.zeros(5))) == 0.0
+
+
+def test_poisson_weights_give_the_gradient_and_fisher_information_safe_at_zero():
+    """The weights every solver's Gauss-Newton system uses: ``J^T (1 - y/mu)`` is autodiff's
+    gradient of the NLL of a linear model, ``J^T diag(1/mu) J`` the expectation of its Hessian
+    (the Hessian at ``y = mu``), and a vanishing model gets no NaN or inf."""
+    rng = np.random.default_rng(0)
+    signatures = rng.uniform(0.1, 1.0, (12, 3))
+    a = np.array([5.0, 2.0, 9.0])
+    y = rng.poisson(signatures @ a).astype(np.float64)
+    mu = signatures @ a
+    ratio, inverse = (np.asarray(w) for w in poisson_weights(jnp.asarray(y), jnp.asarray(mu)))
+    np.testing.assert_allclose(ratio, y / mu, rtol=1e-6)
+    np.testing.assert_allclose(inverse, 1 / mu, rtol=1e-6)
+    nll = lambda aa, yy: poisson_nll(yy, jnp.asarray(signatures, jnp.float32) @ aa)  # noqa: E731
+    grad = np.asarray(jax.grad(nll)(jnp.asarray(a, jnp.float32), jnp.asarray(y, jnp.float32)))
+    np.testing.assert_allclose(signatures.T @ (1 - ratio), grad, rtol=1e-4, atol=1e-4)
+    hess = np.asarray(jax.hessian(nll)(jnp.asarray(a, jnp.float32), jnp.asarray(mu, jnp.float32)))
+    np.testing.assert_allclose((signatures.T * inverse) @ signatures, hess, rtol=1e-4)
+    # A vanishing model: no information where nothing was seen either; where counts were
+    # seen, a huge finite pull (the sources there must grow).
+    ratio, inverse = (np.asarray(w) for w in poisson_weights(jnp.array([0.0, 4.0, 0.0]), jnp.array([0.0, 0.0, 2.0])))
+    np.testing.assert_array_equal(ratio[[0, 2]], [0.0, 0.0])
+    np.testing.assert_array_equal(inverse, [0.0, 1 / np.float32(TINY), 0.5])
+    assert np.isfinite(ratio[1]) and ratio[1] == pytest.approx(4.0 / TINY)
 
 
 def test_deviance_keeps_float32_accuracy_at_large_totals():

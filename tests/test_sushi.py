@@ -178,7 +178,7 @@ def test_multiplicative_amplitude_sweeps_reach_the_newton_optimum(loss):
     state = State((), jnp.asarray(s0), jnp.asarray(spectra), jnp.zeros(n_pix), jnp.zeros((), jnp.int32))
 
     def run(amp_step, n):
-        spec = Spec(configs=(None, None), shape=(1, n_pix), loss=loss, n_scales=1, trace_len=1, tol=0.0,
+        spec = Spec(manifolds=(None, None), shape=(1, n_pix), loss=loss, n_scales=1, trace_len=1, tol=0.0,
                     solver=as_palm(amp_step=amp_step))
         sweep = amplitude_sweep(spec)
 

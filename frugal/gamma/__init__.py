@@ -2,13 +2,15 @@
 
 simulate  deterministic signatures of radionuclides behind steel or lead (NaI / HPGe),
           natural background, Poisson mixtures
-physics   the model up to the energy deposited in the crystal (lines, shield transport,
-          detector response), shared by simulate and resolution
+physics   the model up to the energy deposited in the crystal, shared by simulate and
+          resolution: the source lines and background (here), the detector (``detector``:
+          energy axis, resolution, interactions and response) and the shield (``transport``)
 io        spectra (.spe, N42, text, CSV, NPY)
 families  training families (Geant4 layout, manifests), the published preprocessing and split
 textfiles the bounded, validated reading of text files both use
 plots     figures of families (matplotlib imported lazily)
-semsun    ``unmix``: SEMSUN Poisson unmixing with signatures on IAE manifolds
+semsun    ``unmix``: SEMSUN Poisson unmixing with signatures on IAE manifolds (its pure core
+          and argument handling in ``solver``: ``solver.core``, ``solver.inputs``)
 baselines ``fixed`` / ``oracle`` (counts only) and ``nmf`` with the same call shape
 differentiable ``unmix_function``: SEMSUN as a pure function with implicit/unrolled gradients
 resolution the detector's energy resolution in JAX (differentiable), to fit it through SEMSUN

@@ -23,7 +23,8 @@ import numpy as np
 
 from frugal._precision import full_precision
 from frugal._validation import check_float, check_int
-from frugal.gamma.semsun import UnmixResult, check_counts, fixed_signature_rows
+from frugal.gamma.semsun import UnmixResult
+from frugal.gamma.solver.inputs import check_counts, fixed_signature_rows
 from frugal.solvers.batching import first_of_batch
 from frugal.solvers.status import Status
 from frugal.solvers.multiplicative import kl_nmf_unchecked, nnpu_init, nnpu_unchecked, poisson_stderr

@@ -34,17 +34,11 @@ import numpy as np
 
 from frugal._precision import full_precision
 from frugal._validation import check_choice, check_int
-from frugal.gamma.semsun import (
-    SolverSpec,
-    as_models,
-    latent_basis,
-    latent_setup,
-    project_latent,
-    signature_rows,
-    unmix_one,
-)
+from frugal.gamma.solver.core import SolverSpec, latent_basis, project_latent, signature_rows, unmix_one
+from frugal.gamma.solver.inputs import latent_setup
 from frugal.ops.losses import TINY, poisson_deviance
 from frugal.solvers.multiplicative import nnpu_init, poisson_multiplicative_step
+from frugal.unmix import as_models
 
 
 def _normalise_rows(fixed):
@@ -76,15 +70,15 @@ def unmix_function(
     check_choice(mode, "mode", ("implicit", "unrolled"))
     n_unrolled = check_int(n_unrolled, "n_unrolled", minimum=1)
     a_per_iteration = check_int(a_per_iteration, "a_per_iteration", minimum=1)
-    m = max(mdl.config.n_channels for mdl in models)
+    m = max(mdl.manifold.n_channels for mdl in models)
     # Solved far below the statistical tolerance of unmix: the implicit gradient is that of
     # the exact optimum, and a finite-difference check must see the same function.
-    spec = SolverSpec(configs=tuple(mdl.config for mdl in models), n_channels=m, n_fixed=n_fixed, solver="newton",
+    spec = SolverSpec(manifolds=tuple(mdl.manifold for mdl in models), n_channels=m, n_fixed=n_fixed, solver="newton",
                       max_iter=max_iter, a_iter=500, tol=tol, want_signatures=False, gtol=1e-4)
     lower, upper, start = latent_setup(models, bounds, latent0)
     lower, upper = jnp.asarray(lower), jnp.asarray(upper)
     lam0 = jnp.asarray(np.concatenate([np.asarray(x, np.float32).reshape(-1) for x in start]))
-    n_src = n_fixed + sum(c.n_inputs for c in spec.configs)
+    n_src = n_fixed + sum(man.n_inputs for man in spec.manifolds)
 
     def deviance(x, y, fixed, states):
         a, lam = x[:n_src], x[n_src:]

@@ -27,6 +27,10 @@ over the batch of spectra:
 Standard errors come from the Poisson Fisher information at the estimate, including the
 uncertainty of the ``lambda`` (so the ``a`` errors are those of the full model, not of
 known signatures).
+
+This module holds the entry point (argument checks, chunks, restarts, the result); the pure
+solver is :mod:`frugal.gamma.solver.core` and the argument handling
+:mod:`frugal.gamma.solver.inputs` (their public names are exported here too).
 """
 
 from __future__ import annotations
@@ -40,23 +44,38 @@ import jax.numpy as jnp
 import numpy as np
 
 from frugal._precision import full_precision
-from frugal._validation import check_array, check_float, check_int
-from frugal.iae import model as M
-from frugal.iae.model import as_models
-from frugal.ops.gof import gof_pvalue
-from frugal.ops.losses import TINY, poisson_deviance
-from frugal.ops.proxes import project_box_section
-from frugal.solvers.batching import bucket_size, default_chunk_size, first_of_batch, run_batched
-from frugal.solvers.block import block_solve
-from frugal.solvers.multiplicative import (
-    fisher_covariance,
-    nnpu_init,
-    nnpu_unchecked,
-    poisson_multiplicative_step,
+from frugal._validation import check_float, check_int
+from frugal.gamma.solver.core import (
+    GRID_NODES,
+    SCALED_TOTAL,
+    ZERO_SOURCE_SCORE,
+    SolverSpec,
+    latent_basis,
+    project_latent,
+    signature_rows,
+    unmix_batch,
+    unmix_one,
 )
-from frugal.solvers.newton import damped_newton, stationarity, sum_to_one_basis
-from frugal.solvers.status import Status, all_finite, decide, status_counts
-from frugal.solvers.variants import BCD, Newton, as_solver
+from frugal.gamma.solver.inputs import (
+    check_counts,
+    count_scales,
+    fixed_signature_rows,
+    float_dtype,
+    latent_grid,
+    latent_setup,
+    reject_tracers,
+    spread_starts,
+)
+from frugal.solvers.batching import bucket_size, default_chunk_size, first_of_batch, run_batched
+from frugal.solvers.status import Status, status_counts
+from frugal.solvers.variants import BCD, as_solver
+from frugal.unmix import as_models
+
+__all__ = [
+    "GRID_NODES", "SCALED_TOTAL", "ZERO_SOURCE_SCORE", "SolverSpec", "UnmixResult", "check_counts",
+    "fixed_signature_rows", "float_dtype", "latent_basis", "latent_grid", "latent_setup", "project_latent",
+    "signature_rows", "unmix", "unmix_one",
+]
 
 
 class UnmixResult(NamedTuple):
@@ -97,547 +116,6 @@ class UnmixResult(NamedTuple):
     trace: np.ndarray | None = None
     status: np.ndarray | None = None
     gof_pvalue: np.ndarray | None = None
-
-
-class SolverSpec(NamedTuple):
-    """Static description of the mixture and of the solver (a jit static argument).
-
-    Part of the seam that :mod:`frugal.gamma.differentiable` builds on, with
-    :func:`unmix_one`, :func:`signature_rows`, :func:`project_latent`,
-    :func:`latent_basis` and :func:`as_models`. ``configs`` holds the ``IAEConfig`` of each
-    model (in the order of the states and of the flat weight vector), ``n_channels`` is
-    ``m`` (the width every signature is padded to), ``n_fixed`` the number of fixed
-    signature rows; the other fields are the options of :func:`unmix` of the same names
-    (``want_signatures``: return the signatures, ``trace``: record the deviance per
-    iteration, ``gtol``: optimality tolerance in standard errors, ``grid``: compile the
-    global start over a grid of the weights into :func:`unmix_one`). Build it with
-    keyword arguments: fields may be added.
-    """
-
-    configs: tuple  # IAEConfig per model
-    n_channels: int  # m
-    n_fixed: int
-    solver: Newton | BCD | str  # a value of frugal.solvers.variants, or its name
-    max_iter: int
-    a_iter: int
-    tol: float
-    want_signatures: bool
-    trace: bool = False
-    gtol: float = 5e-2  # optimality tolerance, in standard errors
-    grid: bool = False  # the global start over a grid of the latent compiled in (see unmix_one)
-
-
-#: Most grid nodes per model in the global start (a lattice of its weights' training range).
-GRID_NODES = 16
-
-#: Coordinate-wise sweeps of the grid search over several models (their signatures overlap,
-#: so the deviance couples their weights: one sweep moves each by about one node).
-GRID_SWEEPS = 4
-
-#: Accelerated multiplicative updates per grid node: enough to rank the nodes.
-GRID_A_ITER = 30
-
-#: Score (in standard errors) above which a model whose sources all sit at zero counts is
-#: restarted from the grid node where it would enter the fit: that zero is a spurious
-#: stationary point (no gradient reaches its weights), not the optimum.
-ZERO_SOURCE_SCORE = 3.0
-
-#: Largest total counts of one spectrum that the solver sees, by working precision: above,
-#: the spectrum is scaled down (the Poisson optimum is equivariant: counts scale, weights do
-#: not) and the results scaled back, so float32 neither overflows nor loses the deviance.
-SCALED_TOTAL = {np.dtype(np.float32): 1e7, np.dtype(np.float64): 1e15}
-
-
-# ---------------------------------------------------------------------------------------
-# Pure core
-
-
-def _model_rows(spec: SolverSpec, states, latents):
-    """Unit-sum signature rows ``(K_iae, m)`` decoded from each model at its weights."""
-    return jnp.concatenate([M.unit_signatures(config, state, lam, spec.n_channels)  # (c, m) each
-                            for config, state, lam in zip(spec.configs, states, latents)], 0)
-
-
-def _model_rows_at(config, state, lam_stack, n_channels):
-    """Unit-sum rows ``(G, c, m)`` of one model at ``G`` weight vectors (the grid)."""
-    return jax.vmap(lambda lam: M.unit_signatures(config, state, lam, n_channels))(lam_stack)
-
-
-def _split_latent(spec: SolverSpec, flat):
-    out, i = [], 0
-    for config in spec.configs:
-        out.append(flat[i : i + config.n_anchors])
-        i += config.n_anchors
-    return tuple(out)
-
-
-def signature_rows(spec, states, fixed_rows, lam_flat):
-    """Unit-sum signature rows ``(K, m)`` of the mixture at the weights ``lam_flat``.
-
-    spec: the :class:`SolverSpec`; states: the IAE states, one per ``spec.configs``;
-    fixed_rows: the fixed unit-sum signatures ``(F, m)`` (background first), returned as
-    the first ``F`` rows; lam_flat: the barycentric weights of all models concatenated
-    ``(sum d_k,)``. The other ``K - F = sum c_k`` rows are the signatures decoded by each
-    IAE (``c_k`` inputs) at its weights, clipped at zero, padded to ``m`` channels and
-    normalised to unit sum, so that the expected spectrum is ``counts @ rows``.
-    """
-    return jnp.concatenate([fixed_rows, _model_rows(spec, states, _split_latent(spec, lam_flat))], 0)
-
-
-def project_latent(spec, lam_flat, lower, upper):
-    """Euclidean projection of the concatenated weights onto their admissible set.
-
-    lam_flat, lower, upper: ``(sum d_k,)``, the weights of all models in ``spec.configs``
-    order and their bounds. Each model's block of ``d_k`` weights is projected onto its
-    plane ``sum = 1`` within the box ``[lower, upper]``; returns ``(sum d_k,)``.
-    """
-    parts, i = [], 0
-    for config in spec.configs:
-        d = config.n_anchors
-        parts.append(project_box_section(lam_flat[i : i + d], lower[i : i + d], upper[i : i + d], 1.0))
-        i += d
-    return jnp.concatenate(parts)
-
-
-def latent_basis(spec, dtype):
-    """Orthonormal basis ``(sum d_k, sum (d_k - 1))`` of the tangent of the weight planes.
-
-    Block diagonal over the models of ``spec.configs``: the block of a model with ``d_k``
-    weights spans the directions that keep their sum at one (moves ``lam + V @ t`` stay on
-    every plane), in ``dtype``.
-    """
-    blocks = [sum_to_one_basis(c.n_anchors, dtype) for c in spec.configs]
-    return jax.scipy.linalg.block_diag(*blocks)
-
-
-def _mixture_jacobian(spec, states, fixed_rows, a, lam_flat):
-    """``mu = S a`` and ``J = d mu / d(a, lambda)`` (``(m, K + sum d_k)``), forward mode on ``lambda`` only."""
-    def mu_of_lam(lam):
-        return a @ signature_rows(spec, states, fixed_rows, lam)
-
-    rows = signature_rows(spec, states, fixed_rows, lam_flat)
-    j_lam = jax.jacfwd(mu_of_lam)(lam_flat)
-    return a @ rows, jnp.concatenate([rows.T, j_lam], axis=1), rows
-
-
-def _profiled_deviance(rows, y, n_iter):
-    """Deviance at fixed signatures ``rows`` with the counts profiled by ``n_iter``
-    accelerated multiplicative updates (a ranking of candidate signatures)."""
-    a = nnpu_unchecked(rows.T, y, nnpu_init(rows.T, y), jnp.ones(rows.shape[0], bool), n_iter, 1e-5, True).counts
-    dev = poisson_deviance(y, a @ rows)
-    return jnp.where(jnp.isfinite(dev), dev, jnp.inf)
-
-
-def _grid_start(spec: SolverSpec, states, fixed_rows, y, lam0, grid_lams, grid_rows):
-    """Weights of the best grid node (counts profiled), model by model, and the start.
-
-    The deviance over the weights has spurious stationary points (a source driven to zero
-    counts stops seeing its weights) and, with one model per radionuclide, local minima: a
-    lattice of each model's training range, ranked by the deviance with profiled counts,
-    puts the local solver in the right basin. The signatures at the nodes are decoded once
-    per batch (``grid_rows``); several models are searched coordinate-wise
-    (:data:`GRID_SWEEPS` sweeps).
-    """
-    lam_parts = list(_split_latent(spec, lam0))
-    row_parts = [_model_rows(spec._replace(configs=(c,)), (st,), (lam,))
-                 for c, st, lam in zip(spec.configs, states, lam_parts)]
-    best = _profiled_deviance(jnp.concatenate([fixed_rows] + row_parts, 0), y, GRID_A_ITER)
-    n_models = len(spec.configs)
-
-    def sweep(_, carry):
-        lam_parts, row_parts, best = list(carry[0]), list(carry[1]), carry[2]
-        for i in range(n_models):
-            def candidate(rows_i, i=i):
-                return _profiled_deviance(
-                    jnp.concatenate([fixed_rows] + row_parts[:i] + [rows_i] + row_parts[i + 1:], 0), y, GRID_A_ITER)
-
-            devs = jax.vmap(candidate)(grid_rows[i])
-            j = jnp.argmin(devs)
-            take = devs[j] < best
-            lam_parts[i] = jnp.where(take, grid_lams[i][j], lam_parts[i])
-            row_parts[i] = jnp.where(take, grid_rows[i][j], row_parts[i])
-            best = jnp.where(take, devs[j], best)
-        return tuple(lam_parts), tuple(row_parts), best
-
-    carry = (tuple(lam_parts), tuple(row_parts), best)
-    # One model needs one sweep; several are swept in a loop (compiled once, not unrolled).
-    carry = sweep(0, carry) if n_models == 1 else jax.lax.fori_loop(0, GRID_SWEEPS, sweep, carry)
-    return jnp.concatenate(carry[0])
-
-
-def _zero_source_scores(spec: SolverSpec, fixed_rows, y, a, mu, grid_lams, grid_rows):
-    """For each model whose sources all have zero counts, the largest score statistic
-    ``U / sqrt(I)`` (standard errors; ``U = s^T (y / mu - 1)``, ``I = s^T diag(1/mu) s``)
-    of adding one of its sources at a grid node, and that node's weights.
-
-    A large score means that the model would enter the fit there: the zero is a
-    stationary point of the solver, not the optimum.
-    """
-    ok = mu > TINY
-    inv_mu = jnp.where(ok, 1.0 / jnp.where(ok, mu, 1.0), 0.0)
-    resid = jnp.where(ok, y * inv_mu - 1.0, 0.0)
-    scores, nodes = [], []
-    start = fixed_rows.shape[0]
-    for i, config in enumerate(spec.configs):
-        a_i = a[start : start + config.n_inputs]
-        start += config.n_inputs
-        dead = jnp.all(a_i <= 1e-6 * jnp.maximum(jnp.max(a), TINY))
-        u = jnp.einsum("gcm,m->gc", grid_rows[i], resid)
-        info = jnp.einsum("gcm,m->gc", grid_rows[i] ** 2, inv_mu)
-        z = jnp.where(info > 0, u / jnp.sqrt(jnp.where(info > 0, info, 1.0)), 0.0)
-        z = jnp.max(z, axis=1)
-        j = jnp.argmax(z)
-        scores.append(jnp.where(dead, z[j], 0.0))
-        nodes.append(grid_lams[i][j])
-    return jnp.stack(scores), jnp.concatenate(nodes)
-
-
-def unmix_one(spec: SolverSpec, states, fixed_rows, y, lam0, lower, upper, grid_lams=None, grid_rows=None,
-              scale=1.0, use_grid=True):
-    """Solve one spectrum: a pure, traceable function (vmapped by :func:`unmix`).
-
-    spec: the :class:`SolverSpec` (static); states: the IAE states; fixed_rows: the fixed
-    unit-sum signatures ``(F, m)``; y: the counts ``(m,)`` in the working dtype (already
-    divided by ``scale``); lam0, lower, upper: the starting weights and their bounds
-    ``(d,)`` (``d = sum d_k``, projected on entry); grid_lams / grid_rows: per model, the
-    grid nodes ``(G, d_k)`` and their unit-sum signatures ``(G, c_k, m)`` (the global start
-    when ``spec.grid`` and the traced flag ``use_grid``, and the zero-source scores; None:
-    neither); scale: the factor the results are scaled back by (see :data:`SCALED_TOTAL`).
-    Returns the tuple ``(counts (K,), count errors (K,), weights (d,), weight errors (d,),
-    signatures (m, K) or (0,), deviance, n_iter, converged, trace, status, gof p-value,
-    optimality residual (in units of its tolerance), largest zero-source score, restart
-    weights (d,))``, in the order of the fields of :class:`_Solved`.
-    """
-    k = fixed_rows.shape[0] + sum(c.n_inputs for c in spec.configs)
-    d_tot = lam0.shape[0]
-    dtype = y.dtype
-    v_lam = latent_basis(spec, dtype)
-    basis = jax.scipy.linalg.block_diag(jnp.eye(k, dtype=dtype), v_lam)
-
-    # Start: the given weights (or the best node of the grid, when asked), counts by
-    # multiplicative updates at those signatures. The grid is compiled in with spec.grid
-    # and used where use_grid (a traced flag, so that one program serves both).
-    lam0 = project_latent(spec, lam0, lower, upper)
-    if spec.grid:
-        lam0 = jax.lax.cond(use_grid, lambda lam: _grid_start(spec, states, fixed_rows, y, lam, grid_lams, grid_rows),
-                            lambda lam: lam, lam0)
-    rows0 = signature_rows(spec, states, fixed_rows, lam0)
-    free = jnp.ones((k,), bool)
-    a0 = nnpu_unchecked(rows0.T, y, nnpu_init(rows0.T, y), free, spec.a_iter, 1e-6, True).counts
-    # The optimality test in deviance units (the deviance's Hessian is twice the Fisher
-    # information: sqrt(2) per standard error), floored at what the working precision can
-    # resolve (the gradient of a deviance of total T over m channels carries ~eps sqrt(m T)).
-    total = jnp.sum(y)
-    gtol = jnp.maximum(jnp.sqrt(2.0) * spec.gtol,
-                       4.0 * jnp.finfo(dtype).eps * jnp.sqrt(spec.n_channels * jnp.maximum(total, 1.0)))
-
-    def deviance(x):
-        a, lam = x[:k], x[k:]
-        return poisson_deviance(y, a @ signature_rows(spec, states, fixed_rows, lam))
-
-    def fisher_scoring(x):
-        a, lam = x[:k], x[k:]
-        mu, jac, _ = _mixture_jacobian(spec, states, fixed_rows, a, lam)
-        ok = mu > TINY
-        w1 = jnp.where(ok, 1.0 - y / jnp.where(ok, mu, 1.0), 1.0)
-        w2 = jnp.where(ok, 1.0 / jnp.where(ok, mu, 1.0), 0.0)
-        return poisson_deviance(y, mu), 2.0 * jac.T @ w1, 2.0 * (jac.T * w2) @ jac
-
-    def project(x):
-        return jnp.concatenate([jnp.maximum(x[:k], 0.0), project_latent(spec, x[k:], lower, upper)])
-
-    def optimality(x):
-        # The remaining Newton step in standard errors (deviance units, see gtol above).
-        _, g, h = fisher_scoring(x)
-        return stationarity(x, basis.T @ g, basis.T @ h @ basis, basis, project)
-
-    method = as_solver(spec.solver)
-    if isinstance(method, Newton):
-        res = damped_newton(deviance, jnp.concatenate([a0, lam0]), basis=basis, project=project,
-                            derivatives=fisher_scoring, max_iter=spec.max_iter, xtol=spec.tol, ftol=1e-9,
-                            gtol=gtol, trace=spec.trace)
-        x, n_iter, trace = res.x, res.n_iter, res.trace
-    else:
-        amplitude, latent = method.amplitude, method.latent
-
-        def project_lam(lv):
-            return project_latent(spec, lv, lower, upper)
-
-        def a_block(a, lam):
-            return amplitude(a, signature_rows(spec, states, fixed_rows, lam).T, y)
-
-        def lam_block(a, lam):
-            def f(lv):
-                return poisson_deviance(y, a @ signature_rows(spec, states, fixed_rows, lv))
-
-            return latent(lam, f, project_lam, v_lam, lower, upper)
-
-        updates, state0 = method.outer.updates(a_block, lam_block, project_lam, a0, lam0)
-
-        def rel_change(old, new):
-            (a_old, lam_old), (a_new, lam_new) = old[:2], new[:2]
-            s_old = signature_rows(spec, states, fixed_rows, lam_old)
-            s_new = signature_rows(spec, states, fixed_rows, lam_new)
-            da = jnp.linalg.norm(a_new - a_old) / jnp.maximum(jnp.linalg.norm(a_old), TINY)
-            ds = jnp.linalg.norm(s_new - s_old) / jnp.maximum(jnp.linalg.norm(s_old), TINY)
-            return (da < spec.tol) & (ds < spec.tol)
-
-        out = block_solve(updates, lambda s, _: deviance(jnp.concatenate(s[:2])), state0, None,
-                          max_iter=spec.max_iter, tol=None, stop=lambda o, n, _: rel_change(o, n),
-                          optimality=lambda s, _: optimality(jnp.concatenate(s[:2])) / gtol, gtol=1.0)
-        x, n_iter, trace = jnp.concatenate(out.state[:2]), out.n_iter, out.trace
-
-    # No projection again here: the iterates are feasible, and re-projecting moves the
-    # weights by an ulp off their plane, which alone changes a float32 deviance by ~1e-2.
-    a, lam = x[:k], x[k:]
-    # Two multiplicative updates at the final signatures: they never raise the deviance and
-    # restore the Poisson sum rule (fitted total = observed total, exact at any KKT point)
-    # that a Newton step stopped within gtol leaves off by a fraction of a standard error.
-    rows_final = signature_rows(spec, states, fixed_rows, lam)
-    a = poisson_multiplicative_step(poisson_multiplicative_step(a, rows_final.T, y), rows_final.T, y)
-    x = jnp.concatenate([a, lam])
-    residual = optimality(x)
-    mu, jac, rows = _mixture_jacobian(spec, states, fixed_rows, a, lam)
-    # Fisher information in the free coordinates (counts, tangent of each weight plane).
-    jt = jnp.concatenate([jac[:, :k], jac[:, k:] @ v_lam], axis=1)
-    w = jnp.where(mu > TINY, 1.0 / jnp.where(mu > TINY, mu, 1.0), 0.0)
-    fisher = (jt.T * w) @ jt
-    active = jnp.concatenate([a > 1e-6 * jnp.maximum(jnp.max(a), TINY), jnp.ones(v_lam.shape[1], bool)])
-    cov = fisher_covariance(fisher, active)
-    stderr = jnp.sqrt(jnp.maximum(jnp.diagonal(cov)[:k], 0.0))
-    cov_lam = v_lam @ cov[k:, k:] @ v_lam.T
-    lam_err = jnp.sqrt(jnp.maximum(jnp.diagonal(cov_lam), 0.0)) if d_tot else lam
-    sig = rows.T if spec.want_signatures else jnp.zeros((0,), dtype)
-    dev = poisson_deviance(y, mu)
-    trace = (jnp.concatenate([deviance(jnp.concatenate([a0, lam0]))[None], trace]).at[n_iter].set(dev)
-             if spec.trace else jnp.zeros((0,), dtype))
-    status = decide(all_finite(x, dev), residual <= gtol, n_iter >= spec.max_iter)
-    n_params = k + v_lam.shape[1]
-    pvalue = gof_pvalue(dev * scale, mu * scale, n_params)
-    if grid_rows is not None:
-        scores, restart = _zero_source_scores(spec, fixed_rows, y, a, mu, grid_lams, grid_rows)
-    else:
-        scores, restart = jnp.zeros((len(spec.configs),), dtype), lam
-    # Scaled back to the measured counts (see SCALED_TOTAL): counts and the deviance scale
-    # with the spectrum, standard errors of counts with its square root, those of the
-    # weights with its inverse square root.
-    root = jnp.sqrt(scale)
-    return (a * scale, stderr * root, lam, lam_err / root, sig, dev * scale, n_iter, status == Status.CONVERGED,
-            trace * scale, status, pvalue, residual / gtol, jnp.max(scores, initial=0.0), restart)
-
-
-@partial(jax.jit, static_argnums=0)
-def _unmix_batch(spec, states, fixed_rows, lower, upper, grid_lams, use_grid, y, lam0, scale):
-    y = y.astype(lower.dtype)
-    scale = scale.astype(lower.dtype)
-    # The grid's signatures are the same for every spectrum: decoded once per chunk.
-    grid_rows = tuple(_model_rows_at(c, st, g, spec.n_channels)
-                      for c, st, g in zip(spec.configs, states, grid_lams)) if grid_lams else None
-    return jax.vmap(lambda yi, li, si: unmix_one(spec, states, fixed_rows, yi, li, lower, upper, grid_lams,
-                                                  grid_rows, si, use_grid))(y, lam0, scale)
-
-
-# ---------------------------------------------------------------------------------------
-# Argument handling shared with the baselines
-
-
-def float_dtype():
-    """The working precision: float32, or float64 when ``jax.enable_x64`` is on."""
-    return np.float64 if jax.config.jax_enable_x64 else np.float32
-
-
-#: Spectra validated at a time: a memory-mapped batch of millions is never copied whole.
-_CHECK_ROWS = 1 << 16
-
-
-def check_counts(counts, name: str = "counts", *, convert: bool = True):
-    """Counts as a ``(B, m)`` array (in :func:`float_dtype`, or as given with
-    ``convert=False``), plus whether a batch was given.
-
-    The checks (non-negative, finite, integer) run over blocks of rows, so a large
-    ``np.memmap`` is validated without being loaded or copied whole.
-    """
-    arr = counts if isinstance(counts, np.ndarray) else check_array(counts, name, ndim=(1, 2), dtype=None)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
-    if arr.ndim not in (1, 2):
-        raise ValueError(f"{name} must have 1 or 2 dimension(s), got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape})")
-    batched = arr.ndim == 2
-    arr = arr.reshape(1, -1) if not batched else arr
-    floating = np.issubdtype(arr.dtype, np.floating)
-    fractional = False
-    for start in range(0, arr.shape[0], _CHECK_ROWS):
-        block = np.asarray(arr[start : start + _CHECK_ROWS])
-        if floating:
-            finite = np.isfinite(block)
-            if not finite.all():
-                raise ValueError(f"{name} contains {int(block.size - np.count_nonzero(finite))} non-finite "
-                                 "value(s) (NaN or inf)")
-            fractional = fractional or bool(np.any(block != np.round(block)))
-        if np.any(block < 0):
-            raise ValueError(f"{name} must be non-negative, found minimum {block.min():.4g}")
-    if fractional:
-        warnings.warn(
-            f"{name} are not all integers: the Poisson likelihood is used as a quasi-likelihood",
-            UserWarning, stacklevel=3,
-        )
-    return (arr.astype(float_dtype()) if convert else arr), batched
-
-
-def fixed_signature_rows(background, signatures, m: int):
-    """Unit-sum rows ``(F, m)`` for the background and extra fixed signatures, with names."""
-    rows, names = [], []
-    if background is not None:
-        b = check_array(background, "background", ndim=1, nonnegative=True)
-        if b.shape[0] != m:
-            raise ValueError(f"background has {b.shape[0]} channels but counts have {m}")
-        if b.sum() <= 0:
-            raise ValueError("background is all zero")
-        rows.append(b / b.sum())
-        names.append("background")
-    if signatures is not None:
-        if isinstance(signatures, dict):
-            names_s, arrs = list(signatures), list(signatures.values())
-        else:
-            arrs = list(check_array(signatures, "signatures", ndim=(1, 2), nonnegative=True).reshape(-1, m)
-                        if np.ndim(signatures) in (1, 2) and np.shape(signatures)[-1] == m
-                        else [signatures])
-            names_s = [f"fixed{i}" for i in range(len(arrs))]
-        for nm, s in zip(names_s, arrs):
-            s = check_array(s, f"signatures[{nm!r}]", ndim=1, nonnegative=True)
-            if s.shape[0] != m:
-                raise ValueError(f"signatures[{nm!r}] has {s.shape[0]} channels but counts have {m}")
-            if s.sum() <= 0:
-                raise ValueError(f"signatures[{nm!r}] is all zero")
-            rows.append(s / s.sum())
-            names.append(str(nm))
-    dtype = float_dtype()
-    return (np.stack(rows).astype(dtype) if rows else np.zeros((0, m), dtype)), names
-
-
-def latent_setup(models, bounds, latent0):
-    """Concatenated lower/upper bounds of the weights and the starting weights per model.
-
-    bounds: ``"training"`` (the range each IAE saw in training), ``"simplex"`` or ``None``
-    (:meth:`frugal.iae.IAEModel.weight_bounds`, for every model); latent0: ``None`` (the
-    middle of the training range) or one ``(d_k,)`` (or ``(B, d_k)``) array per model.
-    """
-    if not (bounds is None or isinstance(bounds, str)):
-        raise ValueError(f"bounds must be 'training', 'simplex' or None (the same for every model), got {bounds!r}")
-    lower, upper, start = [], [], []
-    for i, mdl in enumerate(models):
-        d = mdl.n_anchors
-        lo, hi = mdl.weight_bounds(bounds)
-        lower.append(lo)
-        upper.append(hi)
-        if latent0 is None:
-            mid = 0.5 * (mdl.latent_bounds[0] + mdl.latent_bounds[1])
-            start.append(mid / mid.sum())
-        else:
-            start.append(check_array(latent0[i], f"latent0[{i}]", ndim=(1, 2), shape=(d,)))
-    return (np.concatenate(lower).astype(float_dtype()), np.concatenate(upper).astype(float_dtype()), start)
-
-
-# Compiled once: called eagerly, its bisection loop would be traced anew on every call.
-_project_box = jax.jit(project_box_section)
-
-
-def _lattice(d: int, resolution: int) -> np.ndarray:
-    """All points of the standard simplex with coordinates in ``{0, 1/r, ..., 1}``."""
-    if d == 1:
-        return np.ones((1, 1))
-    pts = []
-
-    def rec(prefix, left, slots):
-        if slots == 1:
-            pts.append(prefix + [left])
-            return
-        for v in range(left + 1):
-            rec(prefix + [v], left - v, slots - 1)
-
-    rec([], resolution, d)
-    return np.asarray(pts, float) / resolution
-
-
-def latent_grid(models, lower, upper, max_nodes: int = GRID_NODES) -> tuple:
-    """Grid nodes of the global start, one ``(G_k, d_k)`` array of weights per model: a
-    lattice of the range each model saw in training (``lambda = lo + p (1 - sum lo)`` for
-    the lattice points ``p`` of the simplex, ``lo`` the training lower bounds), as fine as
-    ``max_nodes`` allows, projected on the solver's bounds ``lower``/``upper``."""
-    edges = np.concatenate([[0], np.cumsum([mdl.n_anchors for mdl in models])])
-    out = []
-    for k, mdl in enumerate(models):
-        d = mdl.n_anchors
-        resolution = 1
-        while d > 1 and len(_lattice(d, resolution + 1)) <= max_nodes:
-            resolution += 1
-        lo_train = np.asarray(mdl.latent_bounds[0], float)
-        spare = max(1.0 - lo_train.sum(), 0.0)
-        nodes = lo_train[None] + _lattice(d, resolution) * spare
-        lo, hi = lower[edges[k]:edges[k + 1]], upper[edges[k]:edges[k + 1]]
-        nodes = np.asarray(_project_box(jnp.asarray(nodes, lower.dtype), jnp.asarray(lo), jnp.asarray(hi)))
-        out.append(np.unique(nodes.astype(lower.dtype), axis=0))
-    return tuple(out)
-
-
-def _reject_tracers(**arrays):
-    for name, value in arrays.items():
-        if isinstance(value, jax.core.Tracer) or any(
-                isinstance(v, jax.core.Tracer) for v in (value.values() if isinstance(value, dict) else ())):
-            raise TypeError(
-                f"unmix got a JAX tracer for {name}: it validates and chunks its inputs on the host and "
-                "cannot run under jax.grad/jit/vmap; use frugal.gamma.unmix_function(models), a pure "
-                "function of (counts, fixed signatures, model states) that these transformations accept")
-
-
-def _count_scales(y, dtype) -> np.ndarray:
-    """Per-spectrum factor ``c >= 1`` with ``total / c <= SCALED_TOTAL`` (see there)."""
-    limit = SCALED_TOTAL[np.dtype(dtype)]
-    # float64 sums on the host: exact for any integer dtype, one block of rows at a time.
-    totals = np.concatenate([np.asarray(y[i:i + _CHECK_ROWS], np.float64).sum(1)
-                             for i in range(0, y.shape[0], _CHECK_ROWS)])
-    if not np.all(np.isfinite(totals)):
-        raise ValueError("counts: a spectrum's total is not finite in float64")
-    peak = max(float(np.max(y[i:i + _CHECK_ROWS])) for i in range(0, y.shape[0], _CHECK_ROWS))
-    if peak > float(np.finfo(dtype).max) / 1e3:
-        raise ValueError(f"counts reach {peak:.3g}, beyond what {np.dtype(dtype).name} can hold in the solver; "
-                         "enable float64 with jax.config.update('jax_enable_x64', True)")
-    return np.maximum(totals / limit, 1.0)
-
-
-def _spread_starts(models, lower, upper, first, n: int) -> list:
-    """Up to ``n`` more starting weight vectors (concatenated over the models), unlike
-    ``first`` (the ``(B, d)`` starts already used): the middle of every model's training
-    range, then every model at its anchor ``j`` (``j mod d_k``), projected on its bounds."""
-    if n <= 0:
-        return []
-    sizes = [mdl.n_anchors for mdl in models]
-    edges = np.concatenate([[0], np.cumsum(sizes)])
-    dtype = lower.dtype
-
-    def at(point_of_model):
-        parts = []
-        for k, d in enumerate(sizes):
-            lo, hi = lower[edges[k]:edges[k + 1]], upper[edges[k]:edges[k + 1]]
-            x = jnp.asarray(point_of_model(k, d), dtype)
-            parts.append(np.asarray(_project_box(x, jnp.asarray(lo), jnp.asarray(hi))))
-        return np.concatenate(parts).astype(dtype)
-
-    def middle(k, _):
-        mid = 0.5 * (models[k].latent_bounds[0] + models[k].latent_bounds[1])
-        return mid / mid.sum()
-
-    candidates = [at(middle)] + [at(lambda k, d, j=j: np.eye(d)[j % d]) for j in range(max(sizes))]
-    # A start that equals one already used (e.g. latent0 at an anchor) would only repeat it.
-    used = [first[0]] if np.all(first == first[0]) else []
-    out = []
-    for x in candidates:
-        if len(out) < n and all(np.max(np.abs(x - u)) > 1e-3 for u in used):
-            out.append(x)
-            used.append(x)
-    return out
 
 
 class _Solved(NamedTuple):
@@ -785,7 +263,7 @@ def unmix(
 
     Returns an :class:`UnmixResult`; counts are ordered background, fixed, IAE sources.
     """
-    _reject_tracers(counts=counts, background=background, signatures=signatures)
+    reject_tracers(counts=counts, background=background, signatures=signatures)
     models = as_models(models)
     a_iter = check_int(a_iter, "a_iter", minimum=1)
     method = as_solver(solver, a_step=a_step, latent_step=latent_step, outer=outer, a_iter=a_iter,
@@ -805,13 +283,13 @@ def unmix(
     fixed_rows, fixed_names = fixed_signature_rows(background, signatures, m)
     iae_names = []
     for i, mdl in enumerate(models):
-        if mdl.config.n_channels > m:
+        if mdl.manifold.n_channels > m:
             raise ValueError(
-                f"models[{i}] describes {mdl.config.n_channels} channels but counts have only {m}"
+                f"models[{i}] describes {mdl.manifold.n_channels} channels but counts have only {m}"
             )
-        if mdl.config.joint and mdl.config.n_channels != m:
-            raise ValueError(f"the joint model models[{i}] has {mdl.config.n_channels} channels, counts have {m}")
-        iae_names += [f"source{len(iae_names) + j}" for j in range(mdl.config.n_inputs)]
+        if mdl.joint and mdl.manifold.n_channels != m:
+            raise ValueError(f"the joint model models[{i}] has {mdl.manifold.n_channels} channels, counts have {m}")
+        iae_names += [f"source{len(iae_names) + j}" for j in range(mdl.manifold.n_inputs)]
     if names is not None:
         names = [str(n) for n in names]
         if len(names) != len(iae_names):
@@ -822,8 +300,8 @@ def unmix(
     dtype = float_dtype()
     lam0 = np.concatenate([np.broadcast_to(s, (b, s.shape[-1])) for s in start], axis=-1).astype(dtype)
     starts = [lam0] + [np.broadcast_to(x, lam0.shape)
-                       for x in _spread_starts(models, lower, upper, lam0, n_starts - 1)]
-    scales = _count_scales(y, dtype)
+                       for x in spread_starts(models, lower, upper, lam0, n_starts - 1)]
+    scales = count_scales(y, dtype)
     # Integers wider than 16 bits would be wrapped to 32 bits on the device, and scaled
     # spectra need float64 arithmetic: those are converted on the host, chunk by chunk.
     host_convert = bool(np.any(scales > 1)) or (np.issubdtype(y.dtype, np.integer) and y.dtype.itemsize > 2)
@@ -836,7 +314,7 @@ def unmix(
 
     # The grid start is compiled into every program (a traced flag turns it off), so that
     # grid_start=False and the restarts below run the program of the first solve.
-    spec = SolverSpec(configs=tuple(mdl.config for mdl in models), n_channels=m, n_fixed=len(fixed_rows),
+    spec = SolverSpec(manifolds=tuple(mdl.manifold for mdl in models), n_channels=m, n_fixed=len(fixed_rows),
                       solver=method, max_iter=max_iter, a_iter=a_iter, tol=tol,
                       want_signatures=bool(return_signatures), trace=bool(return_trace), gtol=gtol, grid=True)
     grid_lams = tuple(jnp.asarray(g) for g in latent_grid(models, lower, upper))
@@ -845,7 +323,7 @@ def unmix(
     first_chunk = min(chunk_size, bucket_size(b))
 
     def solve(use_grid, counts_, lam_, scale_):
-        return _Solved(*run_batched(partial(_unmix_batch, spec), (counts_, lam_, scale_.astype(dtype)),
+        return _Solved(*run_batched(partial(unmix_batch, spec), (counts_, lam_, scale_.astype(dtype)),
                                     shared + (jnp.asarray(use_grid),), chunk_size=chunk_size, devices=devices,
                                     prepare=prepare, buckets=True, min_chunk=first_chunk))
 

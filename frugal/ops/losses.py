@@ -63,6 +63,26 @@ def poisson_deviance(counts, model, *, axis=-1):
                          axis=axis)
 
 
+def poisson_weights(counts, model, floor=TINY):
+    r"""Per channel, ``(y / mu, 1 / mu)``: the weights of the Poisson gradient and of its
+    expected Fisher information (Gauss-Newton) in the model ``mu``.
+
+    With :math:`\ell = \sum_j \mu_j - y_j \log \mu_j` and :math:`\mu = \mu(z)`:
+    :math:`\nabla \ell = J^\top (1 - y / \mu)` and :math:`E[\nabla^2 \ell] = J^\top
+    \mathrm{diag}(1 / \mu) J` (twice both for the deviance); the observed curvature adds
+    :math:`y / \mu^2`, i.e. ``ratio * inverse``.
+
+    A channel where the model vanishes (``mu <= floor``) and the counts too carries no
+    information: ``(0, 0)``. Where the model vanishes but counts were observed, ``mu`` is
+    floored at ``floor``: the sources that could explain them get a huge negative gradient
+    (they must grow: the point is not optimal). ``floor``: ``TINY`` keeps ``y / mu`` finite
+    in float32 for ``y < 1e8``; a solver that also forms ``y / mu^2`` needs a larger one.
+    """
+    seen = (model > floor) | (counts > 0)
+    safe = jnp.maximum(model, floor)
+    return jnp.where(seen, counts / safe, 0.0), jnp.where(seen, 1.0 / safe, 0.0)
+
+
 def gaussian_loss(y, model, *, weights=None, axis=-1):
     r"""Weighted half squared error, :math:`\tfrac12 \sum_j w_j (y_j - m_j)^2` (``w = 1`` by default)."""
     r2 = jnp.square(y - model)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from frugal._validation import check_float, check_int
-from frugal.ops.losses import TINY, poisson_deviance, poisson_nll
+from frugal.ops.losses import TINY, poisson_deviance, poisson_nll, poisson_weights
 from frugal.solvers._utils import checked, float_dtype
 from frugal.solvers.block import block_solve
 from frugal.solvers.status import Status, all_finite, decide, scaled_residual
@@ -118,18 +118,6 @@ class NNPUResult(NamedTuple):
     residual: jax.Array | None = None
 
 
-def _fisher_weights(counts, model):
-    """``(y / mu, 1 / mu)`` per channel for the gradient and the expected Fisher information.
-
-    Channels where the model vanishes and the counts too carry no information (0, 0); where
-    the model vanishes but counts were observed, ``mu`` is floored at ``TINY``: the sources
-    that could explain them get a huge negative gradient (they must grow: not optimal).
-    """
-    seen = (model > TINY) | (counts > 0)
-    safe = jnp.maximum(model, TINY)
-    return jnp.where(seen, counts / safe, 0.0), jnp.where(seen, 1.0 / safe, 0.0)
-
-
 def poisson_count_residual(a, signatures, counts, free=None):
     r"""First-order (KKT) residual of :math:`\min_{a \ge 0} \sum_j (Sa)_j - y_j \log(Sa)_j`,
     in standard errors.
@@ -143,7 +131,7 @@ def poisson_count_residual(a, signatures, counts, free=None):
     Entries where ``free`` is False are not tested. One problem: ``a`` ``(K,)``,
     ``signatures`` ``(m, K)``, ``counts`` ``(m,)``; vmap for batches.
     """
-    ratio, weight = _fisher_weights(counts, signatures @ a)
+    ratio, weight = poisson_weights(counts, signatures @ a)
     grad = jnp.sum(signatures, axis=0) - signatures.T @ ratio
     curv = (signatures * signatures).T @ weight
     if free is not None:
@@ -462,7 +450,7 @@ def nmf_residual(a, signatures, counts, fixed):
     ``a`` ``(K,)``, ``signatures`` ``(m, K)``, ``counts`` ``(m,)``, ``fixed`` ``(K,)`` bool.
     """
     r_counts = poisson_count_residual(a, signatures, counts)
-    ratio, weight = _fisher_weights(counts, signatures @ a)
+    ratio, weight = poisson_weights(counts, signatures @ a)
     free = ~jnp.asarray(fixed, bool)
     prod = signatures * a[None, :]
     grad = jnp.broadcast_to((1.0 - ratio)[:, None], prod.shape)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ import optax
 
 from frugal._validation import check_choice, check_float, check_int
 from frugal.ops.losses import TINY, poisson_nll
-from frugal.solvers.block import IPALM_BETA, inertial_point
+from frugal.solvers.block import IPALM_BETA, inertial_point, jacobi, merge_fields, update_field
 from frugal.solvers.gradient import lbfgsb, projected_gradient
 from frugal.solvers.multiplicative import nnpu_unchecked
 from frugal.solvers.newton import damped_newton
@@ -272,12 +272,34 @@ class OuterLoop(abc.ABC):
         """``(updates, state0)`` for :func:`frugal.solvers.block.block_solve`."""
 
 
+class Blocks(NamedTuple):
+    """The state of the two-block outer loops: counts and weights."""
+
+    a: jax.Array
+    lam: jax.Array
+
+
+class InertialBlocks(NamedTuple):
+    """The state of :class:`IPALM`: the iterate and the previous one."""
+
+    a: jax.Array
+    lam: jax.Array
+    a_prev: jax.Array
+    lam_prev: jax.Array
+
+
+def _block_updates(a_block, lam_block):
+    """Each block as a field update of :class:`Blocks`."""
+    return (update_field("a", lambda s, _: a_block(s.a, s.lam)),
+            update_field("lam", lambda s, _: lam_block(s.a, s.lam)))
+
+
 @piece
 class GaussSeidel(OuterLoop):
     """Block coordinate descent: the counts, then the weights at the new counts."""
 
     def updates(self, a_block, lam_block, project_lam, a0, lam0):
-        return (lambda s, _: (a_block(*s), s[1]), lambda s, _: (s[0], lam_block(*s))), (a0, lam0)
+        return _block_updates(a_block, lam_block), Blocks(a0, lam0)
 
 
 @piece
@@ -285,7 +307,7 @@ class Jacobi(OuterLoop):
     """Both blocks from the same iterate."""
 
     def updates(self, a_block, lam_block, project_lam, a0, lam0):
-        return (lambda s, _: (a_block(*s), lam_block(*s)),), (a0, lam0)
+        return (jacobi(*_block_updates(a_block, lam_block), merge=merge_fields("a", "lam")),), Blocks(a0, lam0)
 
 
 @piece
@@ -302,12 +324,11 @@ class IPALM(OuterLoop):
 
     def updates(self, a_block, lam_block, project_lam, a0, lam0):
         def ipalm(s, _):
-            a, lam, a_prev, lam_prev = s
-            a_new = a_block(jnp.maximum(inertial_point(a, a_prev, self.beta), 0.0), lam)
-            lam_new = lam_block(a_new, project_lam(inertial_point(lam, lam_prev, self.beta)))
-            return a_new, lam_new, a, lam
+            a_new = a_block(jnp.maximum(inertial_point(s.a, s.a_prev, self.beta), 0.0), s.lam)
+            lam_new = lam_block(a_new, project_lam(inertial_point(s.lam, s.lam_prev, self.beta)))
+            return InertialBlocks(a_new, lam_new, s.a, s.lam)
 
-        return (ipalm,), (a0, lam0, a0, lam0)
+        return (ipalm,), InertialBlocks(a0, lam0, a0, lam0)
 
 
 #: Outer loops by the name ``outer=`` takes.

@@ -202,8 +202,8 @@ import numpy as np
 
 from frugal._precision import full_precision
 from frugal._validation import check_choice, check_float, check_int
-from frugal.iae import model as M
 from frugal.solvers.batching import resolve_devices, run_batched
+from frugal.unmix import as_models
 from frugal.xray.solver.cube import Control, Spec
 from frugal.xray.solver.inputs import (
     active_data, check_background, check_cube, check_init, check_mask, check_param_maps, cold_start_grids,
@@ -319,14 +319,14 @@ GTOL = 0.1
 
 
 def _as_models(models) -> list:
-    models = M.as_models(models)
+    models = as_models(models)
     for i, mdl in enumerate(models):
-        if mdl.config.joint or mdl.config.n_inputs != 1:
+        if mdl.joint or mdl.manifold.n_inputs != 1:
             raise ValueError(f"models[{i}] is a joint model; SUSHI takes one single-input IAE per component")
-        if mdl.config.n_channels != models[0].config.n_channels:
+        if mdl.manifold.n_channels != models[0].manifold.n_channels:
             raise ValueError(
-                f"models[{i}] describes {mdl.config.n_channels} channels but models[0] describes "
-                f"{models[0].config.n_channels}: all components must share the cube's channels"
+                f"models[{i}] describes {mdl.manifold.n_channels} channels but models[0] describes "
+                f"{models[0].manifold.n_channels}: all components must share the cube's channels"
             )
     return models
 
@@ -334,7 +334,7 @@ def _as_models(models) -> list:
 def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init, mask, param_maps, names,
          solver, regularise, init_iter, devices, chunk_size, gtol):
     models = _as_models(models)
-    y, batched = check_cube(cube, models[0].config.n_channels)
+    y, batched = check_cube(cube, models[0].manifold.n_channels)
     b, e, h, w = y.shape
     check_choice(loss, "loss", ("poisson", "gaussian"))
     devs = resolve_devices(devices)
@@ -360,11 +360,11 @@ def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init
 
     geometry = model_geometry(models)
     data, index, weight = active_data(y, bkg, mask)
-    spec = Spec(configs=tuple(m.config for m in models), shape=(h, w), loss=loss, n_scales=n_scales,
+    spec = Spec(manifolds=tuple(m.manifold for m in models), shape=(h, w), loss=loss, n_scales=n_scales,
                 trace_len=static_trace_len(max_iter + 1, init_iter + 1), tol=tol, solver=solver)
     # The grid search and the thresholds do not depend on the variant: one program for all.
     base = spec._replace(solver=PALM(outer=JointSweep(), amplitude=NewtonAmplitudes(), amp_steps=solver.amp_steps))
-    zero_thr = tuple(np.zeros((b, n_scales, m.n_anchors - 1), np.float32) for m in models)
+    zero_thr = tuple(np.zeros((b, n_scales, m.manifold.n_free), np.float32) for m in models)
 
     def control(use_prox, limit):
         return Control(jnp.asarray(use_prox), jnp.int32(limit), jnp.float32(gtol))
@@ -392,7 +392,7 @@ def _run(cube, models, *, background, loss, n_scales, k_mad, max_iter, tol, init
         state, f0, trace, n_iter, outcome = solve(t0, s0, thr, True, max_iter)
     else:
         thr, n_init = zero_thr, np.zeros(b, np.int32)
-    n_latent = sum(m.n_anchors - 1 for m in models)
+    n_latent = sum(m.manifold.n_free for m in models)
     # Fitted parameters per pixel with counts, for the goodness of fit: all of them for the
     # per-pixel fit; for SUSHI the amplitudes (not regularised) and, of the latent maps, the
     # coarse starlet plane only (about one value per 4^J pixels), an approximation (see

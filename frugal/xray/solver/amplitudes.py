@@ -92,7 +92,7 @@ def amplitude_sweep(spec: Spec):
         mu = mixture(data, state.s, state.spectra)
         ell = pixel_loss(spec.loss, data, mu)
         s_all = state.s
-        for c in range(len(spec.configs)):
+        for c in range(len(spec.manifolds)):
             spectra, s = state.spectra[c], s_all[c]
             if rescue:
                 trial, far, em = newton_amplitude(spec, data, spectra, s, mu, with_far=True)

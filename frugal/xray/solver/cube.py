@@ -12,9 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from frugal.iae import model as M
-from frugal.ops.losses import TINY, gaussian_loss
-from frugal.ops.proxes import project_box_section
+from frugal.ops.losses import TINY, gaussian_loss, poisson_weights
 from frugal.ops.starlet import starlet_transform
 
 __all__ = [
@@ -31,7 +29,7 @@ class Spec(NamedTuple):
     """Static description of a run (a jit static argument; the iteration limit and whether
     the prox is on are traced, so one compiled program serves every stage)."""
 
-    configs: tuple
+    manifolds: tuple  # frugal.unmix.Manifold per component (single-input: c = 1)
     shape: tuple  # (H, W)
     loss: str
     n_scales: int
@@ -49,9 +47,9 @@ class Control(NamedTuple):
 
 
 class Models(NamedTuple):
-    states: tuple  # IAEState per component
+    states: tuple  # the manifold's params (IAEState) per component
     reference: tuple  # lambda_ref (d_c,)
-    basis: tuple  # V (d_c, d_c - 1)
+    basis: tuple  # V (d_c, k_c): the manifold's tangent basis
     lower: tuple  # (d_c,) box of the weights
     upper: tuple
 
@@ -87,26 +85,27 @@ class State(NamedTuple):
     since: jax.Array | int = 0  # sweeps since it last improved by RESIDUAL_PROGRESS
 
 
-def spectra_at(config, models: Models, c: int, t_rows):
+def spectra_at(manifold, models: Models, c: int, t_rows):
     """Unit-sum spectra ``(A, E)`` of component ``c`` at free coordinates ``t_rows`` ``(A, k)``."""
     lam = models.reference[c] + t_rows @ models.basis[c].T
-    return M.unit_signatures(config, models.states[c], lam)[..., 0, :]
+    return manifold.signatures(models.states[c], lam)[..., 0, :]
 
 
 def all_spectra(spec: Spec, models: Models, data: Data, ts):
-    return jnp.stack([spectra_at(cfg, models, c, t[:, data.index].T) for c, (cfg, t) in
-                      enumerate(zip(spec.configs, ts))])
+    return jnp.stack([spectra_at(man, models, c, t[:, data.index].T) for c, (man, t) in
+                      enumerate(zip(spec.manifolds, ts))])
 
 
-def project_rows(models: Models, c: int, t_rows):
-    """Free coordinates of the weights projected onto the training box (within the plane)."""
+def project_rows(manifold, models: Models, c: int, t_rows):
+    """Free coordinates projected onto the admissible set of component ``c`` (IAE weights: the
+    training box within the plane)."""
     ref, basis = models.reference[c], models.basis[c]
-    lam = project_box_section(ref + t_rows @ basis.T, models.lower[c], models.upper[c], 1.0)
+    lam = manifold.project(ref + t_rows @ basis.T, models.lower[c], models.upper[c])
     return (lam - ref) @ basis
 
 
-def project_maps(models: Models, ts):
-    return tuple(project_rows(models, c, t.T).T for c, t in enumerate(ts))
+def project_maps(spec: Spec, models: Models, ts):
+    return tuple(project_rows(man, models, c, t.T).T for c, (man, t) in enumerate(zip(spec.manifolds, ts)))
 
 
 def mixture(data: Data, s, spectra):
@@ -139,9 +138,8 @@ def mu_derivatives(loss: str, data: Data, mu):
     """``d loss / d mu``, the Fisher weight (Gauss-Newton) and the observed curvature, ``(A, E)``."""
     w = data.weight[:, None]
     if loss == "poisson":
-        m = jnp.maximum(mu, MU_FLOOR)
-        ratio = data.y / m
-        return w * (1.0 - ratio), w / m, w * ratio / m
+        ratio, inverse = poisson_weights(data.y, mu, MU_FLOOR)
+        return w * (1.0 - ratio), w * inverse, w * ratio / jnp.maximum(mu, MU_FLOOR)
     c = w * data.inv_var
     return c * (mu - data.y), c, c
 
@@ -161,50 +159,31 @@ def cube_objective(spec: Spec, data: Data, state: State, thresholds):
     return val + regulariser(spec, state.t, thresholds)
 
 
-def spectra_jacobian(config, models: Models, c: int, t_rows):
-    r"""``d S_c / d t`` ``(A, E, k)``: forward mode through the decoder, one JVP per free
-    coordinate (pixels are independent, so a tangent equal to ``e_a`` in every pixel gives
-    each pixel's column ``a``; ``k`` is 1-3), then the normalisation by hand,
-    :math:`dS = (dx - S \sum dx) / \sum x`. Differentiating ``x / sum(x)`` with ``jvp``
-    gives the same numbers but XLA on CPU fuses the sum into its broadcast consumer and
-    recomputes it for every channel: three times slower."""
-    state, basis = models.states[c], models.basis[c]
-    lam = models.reference[c] + t_rows @ basis.T
-
-    def decode(q):
-        return M.decode(config, state, q)[..., 0, :]
-
-    tangents = [jax.jvp(decode, (lam,), (jnp.broadcast_to(basis[:, a], lam.shape),))
-                for a in range(basis.shape[1])]
-    x = tangents[0][0]
-    pos = x > 0
-    x = jnp.where(pos, x, 0.0)
-    total = jax.lax.optimization_barrier(jnp.maximum(jnp.sum(x, axis=-1, keepdims=True), TINY))
-    spectra = x / total
-    cols = []
-    for _, dx in tangents:
-        dx = jnp.where(pos, dx, 0.0)
-        d_total = jax.lax.optimization_barrier(jnp.sum(dx, axis=-1, keepdims=True))
-        cols.append((dx - spectra * d_total) / total)
-    return jnp.stack(cols, axis=-1)
+def spectra_jacobian(manifold, models: Models, c: int, t_rows):
+    """``d S_c / d t`` ``(A, E, k)``: the manifold's directional derivatives along the columns
+    of the tangent basis (pixels are independent, so one direction for every pixel gives each
+    pixel's column; ``k`` is 1-3)."""
+    lam = models.reference[c] + t_rows @ models.basis[c].T
+    _, derivs = manifold.signature_jvps(models.states[c], lam, models.basis[c])
+    return jnp.stack([dx[..., 0, :] for dx in derivs], axis=-1)
 
 
 def jacobian(spec: Spec, models: Models, data: Data, state: State):
     """``d mu / d z`` ``(A, E, n)`` in ``z = (s_1..s_C, t_1..t_C)`` (columns ``S_c`` and
     ``s_c dS_c / dt_c``)."""
     cols = [jnp.transpose(state.spectra, (1, 2, 0))]  # d mu / d s_c = S_c
-    for c, config in enumerate(spec.configs):
-        d_spec = spectra_jacobian(config, models, c, state.t[c][:, data.index].T)
+    for c, man in enumerate(spec.manifolds):
+        d_spec = spectra_jacobian(man, models, c, state.t[c][:, data.index].T)
         cols.append(state.s[c][:, None, None] * d_spec)
     return jnp.concatenate(cols, axis=-1)
 
 
 def latent_slices(spec: Spec):
-    n_comp = len(spec.configs)
+    n_comp = len(spec.manifolds)
     out, i = [], n_comp
-    for config in spec.configs:
-        out.append(slice(i, i + config.n_anchors - 1))
-        i += config.n_anchors - 1
+    for man in spec.manifolds:
+        out.append(slice(i, i + man.n_free))
+        i += man.n_free
     return out
 
 

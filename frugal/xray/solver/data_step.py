@@ -69,7 +69,7 @@ def joint_metric(spec: Spec, models: Models, data: Data, state: State, latent_on
     n = f.shape[-1]
     m_scaled = f / (scale[:, :, None] * scale[:, None, :]) + state.nu[:, None, None] * jnp.eye(n, dtype=f.dtype)
     if latent_only:
-        n_comp = len(spec.configs)
+        n_comp = len(spec.manifolds)
         same_block = (np.arange(n)[:, None] < n_comp) == (np.arange(n)[None, :] < n_comp)
         m_scaled = jnp.where(same_block, m_scaled, 0.0)
     m_inv = jnp.linalg.inv(m_scaled) / (scale[:, :, None] * scale[:, None, :])
@@ -90,18 +90,19 @@ def data_step(spec: Spec, models: Models, data: Data, state: State):
     the trust region is :func:`trust_region`, and the damping follows the gain ratio
     (module doc, step 1).
     """
-    n_comp = len(spec.configs)
+    n_comp = len(spec.manifolds)
     latent_only = spec.solver.outer.latent_only
     metric = joint_metric(spec, models, data, state, latent_only)
     mu, g, m_inv = metric.mu, metric.g, metric.m_inv
     step = -jnp.einsum("anm,am->an", m_inv, g)
     rows = [t[:, data.index].T for t in state.t]
-    step = bounded_step(models, metric, state.s, rows, step, tuple(c.n_anchors - 1 for c in spec.configs),
+    step = bounded_step(models, metric, state.s, rows, step, tuple(man.n_free for man in spec.manifolds),
                         latent_only)
     step = trust_region(spec, step)
     s = state.s if latent_only else jnp.maximum(state.s + step[:, :n_comp].T, 0.0)
-    new_rows = [project_rows(models, c, r + step[:, sl]) for c, (r, sl) in enumerate(zip(rows, latent_slices(spec)))]
-    spectra = jnp.stack([spectra_at(cfg, models, c, r) for c, (cfg, r) in enumerate(zip(spec.configs, new_rows))])
+    new_rows = [project_rows(man, models, c, r + step[:, sl])
+                for c, (man, r, sl) in enumerate(zip(spec.manifolds, rows, latent_slices(spec)))]
+    spectra = jnp.stack([spectra_at(man, models, c, r) for c, (man, r) in enumerate(zip(spec.manifolds, new_rows))])
     ell0 = pixel_loss(spec.loss, data, mu)
     ell1 = pixel_loss(spec.loss, data, mixture(data, s, spectra))
     ok = ell1 <= ell0 + ACCEPT_RTOL * (1.0 + ell0)
@@ -143,7 +144,7 @@ def trust_region(spec: Spec, step):
     would shrink by more than ``BLOCK_CLIP`` times the others: a component with almost no
     counts in the pixel has a huge, meaningless latent step (its curvature vanishes with its
     amplitude) that would otherwise freeze the whole pixel; such a block is clipped alone."""
-    n_comp = len(spec.configs)
+    n_comp = len(spec.manifolds)
     sizes = jnp.stack([jnp.max(jnp.abs(step[:, sl]), axis=-1) for sl in latent_slices(spec)], axis=-1)  # (A, C)
     factors = jnp.minimum(1.0, MAX_STEP / jnp.maximum(sizes, TINY))
     size = jnp.max(jnp.abs(step[:, n_comp:]), axis=-1, keepdims=True)

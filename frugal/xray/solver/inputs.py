@@ -10,8 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from frugal._validation import check_array
-from frugal.ops.proxes import project_box_section
-from frugal.solvers.newton import sum_to_one_basis
 from frugal.xray.params import ParameterMap
 from frugal.xray.solver.cube import Data, Models, project_rows
 from frugal.xray.solver.loop import simplex_grid
@@ -79,11 +77,11 @@ def check_mask(mask, cube_shape):
 def model_geometry(models) -> Models:
     refs, bases, lowers, uppers = [], [], [], []
     for mdl in models:
-        d = mdl.n_anchors
+        man, d = mdl.manifold, mdl.n_anchors
         lo, hi = (jnp.asarray(v, jnp.float32) for v in mdl.latent_bounds)
         # The anchors' barycentre: the middle of the family, where the decoder is best trained.
-        refs.append(project_box_section(jnp.full((d,), 1.0 / d, jnp.float32), lo, hi, 1.0))
-        bases.append(sum_to_one_basis(d, jnp.float32))
+        refs.append(man.project(jnp.full((d,), 1.0 / d, jnp.float32), lo, hi))
+        bases.append(man.tangent_basis(jnp.float32))
         lowers.append(lo)
         uppers.append(hi)
     # Strong dtypes: a weakly typed array (e.g. from jnp.full) would make another compilation.
@@ -99,9 +97,9 @@ def cold_start_grids(models, geometry: Models):
         d = mdl.n_anchors
         lam = simplex_grid(d, GRID_RESOLUTION.get(d, 2))
         t = (lam - np.asarray(geometry.reference[c])) @ np.asarray(geometry.basis[c])
-        grids.append(project_rows(geometry, c, jnp.asarray(t, jnp.float32)))
+        grids.append(project_rows(mdl.manifold, geometry, c, jnp.asarray(t, jnp.float32)))
     if int(np.prod([len(g) for g in grids])) > 4096:  # many components: the reference weights only
-        grids = [jnp.zeros((1, mdl.n_anchors - 1), jnp.float32) for mdl in models]
+        grids = [jnp.zeros((1, mdl.manifold.n_free), jnp.float32) for mdl in models]
     return tuple(grids)
 
 

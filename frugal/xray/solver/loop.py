@@ -43,7 +43,7 @@ RESIDUAL_PATIENCE = 5
 
 
 def initial_state(spec: Spec, models: Models, data: Data, t0, s0) -> State:
-    ts = project_maps(models, t0)  # a user's start may lie outside the training box
+    ts = project_maps(spec, models, t0)  # a user's start may lie outside the training box
     nu = jnp.full(s0.shape[1:], DAMPING, s0.dtype)
     s0 = s0 * data.weight
     prev = (ts, s0) if spec.solver.outer.inertial else ()
@@ -62,7 +62,7 @@ def extrapolate(spec: Spec, models: Models, data: Data, state: State, thresholds
     The returned state remembers :math:`x_k` as the previous iterate."""
     t_prev, s_prev = state.prev
     beta = spec.solver.outer.beta
-    ty = project_maps(models, inertial_point(state.t, t_prev, beta))
+    ty = project_maps(spec, models, inertial_point(state.t, t_prev, beta))
     sy = jnp.maximum(inertial_point(state.s, s_prev, beta), 0.0) * data.weight
     spectra_y = all_spectra(spec, models, data, ty)
     ell_x = pixel_loss(spec.loss, data, mixture(data, state.s, state.spectra))
@@ -199,9 +199,9 @@ def grid_start(spec: Spec, models: Models, data: Data, grids):
     counts spread as the cube's mean spectrum, a variance that does not vanish where a
     channel happens to have no count, unlike ``1 / y``). Returns the maps ``t`` (``(k, P)``,
     0 where there is no data) and the amplitudes ``(C, A)``."""
-    n_comp = len(spec.configs)
+    n_comp = len(spec.manifolds)
     h, w = spec.shape
-    q = jnp.concatenate([spectra_at(cfg, models, c, grids[c]) for c, cfg in enumerate(spec.configs)])  # (N, E)
+    q = jnp.concatenate([spectra_at(man, models, c, grids[c]) for c, man in enumerate(spec.manifolds)])  # (N, E)
     y = jnp.maximum(data.y - data.bkg, 0.0)
     mean = jnp.sum(data.y * data.weight[:, None], axis=0)
     mean = mean / jnp.maximum(jnp.sum(mean), TINY)

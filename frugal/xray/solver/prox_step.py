@@ -42,7 +42,7 @@ def fb_start(spec: Spec, data: Data, state: State, g, fisher_diag, thresholds) -
     a fixed point a KKT point). Up to the prox, applied by the caller (:func:`prox_maps`,
     together with the prox step's); entries without curvature do not move."""
     h, w = spec.shape
-    n_comp = len(spec.configs)
+    n_comp = len(spec.manifolds)
     metric = [fisher_diag[:, :n_comp]]
     for sl in latent_slices(spec):
         d_c = fisher_diag[:, sl]
@@ -80,8 +80,8 @@ def residual_from(spec: Spec, models: Models, data: Data, state: State, fb: FB, 
     :math:`\max_i \sqrt{L_i}\,|z_i - z^+_i|` with ``z+`` the forward-backward point
     (:func:`fb_start`; ``x_prox`` its maps after the prox), in standard errors."""
     moved = [jnp.abs(state.s - fb.s).T]
-    for c, (t, x) in enumerate(zip(state.t, x_prox)):
-        moved.append(jnp.abs(t[:, data.index].T - project_rows(models, c, x[:, data.index].T)))
+    for c, (man, t, x) in enumerate(zip(spec.manifolds, state.t, x_prox)):
+        moved.append(jnp.abs(t[:, data.index].T - project_rows(man, models, c, x[:, data.index].T)))
     moved = jnp.concatenate(moved, axis=-1)  # (A, n)
     res = jnp.max(jnp.sqrt(jnp.maximum(fb.metric, 0.0)) * moved, axis=-1)
     return jnp.where(data.weight > 0, res, 0.0)
@@ -104,9 +104,9 @@ def prox_step(spec: Spec, models: Models, data: Data, state: State, half: State,
         var_rows = jnp.where(data.weight[:, None] > 0, 1.0 / jnp.maximum(m_diag[:, sl], 1e-30), 1e30)
         variance = jnp.full((k, p), 1e30, m_diag.dtype).at[:, data.index].min(var_rows.T)
         thrs.append(thresholds[c][:, :, None, None] * jnp.minimum(variance, 1e30).reshape(k, h, w)[None])
-    n_comp = len(spec.configs)
+    n_comp = len(spec.manifolds)
     both = prox_maps(spec, list(half.t) + list(fb.x), thrs + list(fb.thr))
-    t_prox = [project_rows(models, c, t_c.T).T for c, t_c in enumerate(both[:n_comp])]
+    t_prox = [project_rows(man, models, c, t_c.T).T for c, (man, t_c) in enumerate(zip(spec.manifolds, both[:n_comp]))]
     fb_prox = both[n_comp:]
     f_old = cube_objective(spec, data, state, thresholds)
 
