@@ -1,7 +1,8 @@
 """frugal.xray: X-ray hyperspectral cubes (simulator, FITS I/O, plots; SUSHI unmixing).
 
 ``simulate`` is a deterministic toy model of a supernova-remnant cube (thermal plasma +
-synchrotron, Poisson counts) with labelled training families for the IAE; ``io`` reads and
+synchrotron, Poisson counts) with labelled training families for the IAE (the instrument in
+``instrument``, the emission models in ``emission``); ``io`` reads and
 writes cubes and maps as FITS (needs astropy); ``plots`` draws map panels (needs matplotlib);
 ``sushi`` unmixes a cube with spatially regularised IAE components (SUSHI, Lascar, Bobin &
 Acero, A&A 686, A259, 2024) and ``fit_pixels`` is the per-pixel baseline; ``ParameterMap``
