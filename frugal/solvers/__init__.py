@@ -53,7 +53,7 @@ from frugal.solvers.variants import (
     as_solver,
     latent_step,
 )
-from frugal.solvers.newton import NewtonResult, damped_newton, stationarity, sum_to_one_basis
+from frugal.solvers.newton import NewtonResult, damped_newton, jacobi_scale, stationarity, sum_to_one_basis
 from frugal.solvers.multiplicative import (
     NMFResult,
     NNPUResult,
@@ -105,6 +105,7 @@ __all__ = [
     "inertial_point",
     "chain",
     "damped_newton",
+    "jacobi_scale",
     "jacobi",
     "kl_nmf",
     "lbfgsb",

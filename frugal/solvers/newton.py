@@ -28,6 +28,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from frugal.ops.losses import TINY
 from frugal.solvers.status import Status, all_finite, decide
 
 
@@ -85,6 +86,15 @@ def sum_to_one_basis(d: int, dtype=jnp.float32):
     return q[:, : d - 1]
 
 
+def jacobi_scale(diag, tiny=TINY):
+    r"""Marquardt's (Jacobi) scaling ``D`` of a curvature with diagonal ``diag`` ``(..., n)``:
+    :math:`D_i = \sqrt{\max(h_i, 10^{-12} \max_j h_j) + \mathrm{tiny}}`, so that
+    :math:`D^{-1} H D^{-1}` has a unit diagonal and one damping fits unknowns of very
+    different scales (counts ~1e5 and weights ~1). An unknown without curvature (a source
+    absent from the data) gets a small, finite scale instead of a division by zero."""
+    return jnp.sqrt(jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True)) + tiny)
+
+
 def damped_newton(
     fun: Callable,
     x0,
@@ -136,10 +146,7 @@ def damped_newton(
     def tangent_derivatives(x):
         f, g, h = full(x)
         h = v.T @ h @ v
-        # Jacobi scaling (Marquardt): unknowns of very different scales (counts ~1e5 and
-        # weights ~1) get comparable curvature, so one damping fits all of them.
-        diag = jnp.abs(jnp.diagonal(h))
-        d = jnp.sqrt(jnp.maximum(diag, 1e-12 * jnp.max(diag)) + jnp.finfo(dtype).tiny)
+        d = jacobi_scale(jnp.abs(jnp.diagonal(h)), jnp.finfo(dtype).tiny)
         e, q = jnp.linalg.eigh(0.5 * (h + h.T) / (d[:, None] * d[None, :]))
         return f, (v.T @ g) / d, e, q, d
 

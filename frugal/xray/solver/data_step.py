@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from frugal.ops.losses import TINY
+from frugal.solvers.newton import jacobi_scale
 from frugal.xray.solver.cube import (
     Data, Models, Spec, State, jacobian, latent_slices, mixture, mu_derivatives, pixel_loss, project_rows,
     scatter_rows, spectra_at,
@@ -65,7 +66,7 @@ def joint_metric(spec: Spec, models: Models, data: Data, state: State, latent_on
     # (a component absent from the pixel) gets a tiny scale: it takes no step (g = 0 there)
     # and its tiny curvature lets the regularisation fill it in.
     diag = jnp.diagonal(f, axis1=1, axis2=2)
-    scale = jnp.sqrt(jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True)) + TINY)
+    scale = jacobi_scale(diag)
     n = f.shape[-1]
     m_scaled = f / (scale[:, :, None] * scale[:, None, :]) + state.nu[:, None, None] * jnp.eye(n, dtype=f.dtype)
     if latent_only:
