@@ -11,6 +11,8 @@ textfiles the bounded, validated reading of text files both use
 plots     figures of families (matplotlib imported lazily)
 semsun    ``unmix``: SEMSUN Poisson unmixing with signatures on IAE manifolds (its pure core
           and argument handling in ``solver``: ``solver.core``, ``solver.inputs``)
+calibration spectra of another energy calibration: the models' signatures integrated over
+          the measured channels (``unmix(..., energies=...)``)
 baselines ``fixed`` / ``oracle`` (counts only) and ``nmf`` with the same call shape
 differentiable ``unmix_function``: SEMSUN as a pure function with implicit/unrolled gradients
 resolution the detector's energy resolution in JAX (differentiable), to fit it through SEMSUN

@@ -61,5 +61,6 @@ def builtin_problem(*, epochs: int = 600, seed: int = 0, progress: bool = True) 
     print(f"simulated {len(nuclides)} radionuclides x {thickness.size} steel thicknesses (0.001-30 mm), "
           f"800 bins 18-1618 keV in {time.perf_counter() - t_start:.1f} s")
     t0 = time.perf_counter()
-    model = iae.train(joint[s.train], joint[s.anchors], epochs=epochs, loss="log", seed=seed, progress=progress)
+    model = iae.train(joint[s.train], joint[s.anchors], epochs=epochs, loss="log", seed=seed, progress=progress,
+                      energy_edges=edges)
     return BuiltinProblem(model, nuclides, joint, thickness, s, bkg, energies, edges, time.perf_counter() - t0)

@@ -45,6 +45,7 @@ import numpy as np
 
 from frugal._precision import full_precision
 from frugal._validation import check_float, check_int
+from frugal.gamma.calibration import calibrated, channel_edges
 from frugal.gamma.solver.core import (
     GRID_NODES,
     SCALED_TOTAL,
@@ -200,6 +201,8 @@ def unmix(
     n_starts: int | None = None,
     grid_start: bool = True,
     gtol: float = 5e-2,
+    energies=None,
+    edges=None,
 ) -> UnmixResult:
     """Unmix gamma-ray spectra into counts per source with signatures on IAE manifolds.
 
@@ -255,6 +258,17 @@ def unmix(
       optimum by ~0.01-0.02 standard errors against float64); an estimate that close to the
       optimum changes no interval.
 
+    energies, edges: the energy calibration of the counts' channels, as channel centres
+      ``(m,)`` (e.g. ``Spectrum.energies`` from :func:`frugal.gamma.read_spectrum`) or bin
+      edges ``(m + 1,)`` in keV (one calibration for the batch). Then every model must store
+      its energy grid (``frugal.iae.train(..., energy_edges=...)``), and the likelihood is
+      evaluated on the measured channels: each model's signatures are integrated over every
+      measured channel's energy range (:mod:`frugal.gamma.calibration`; the counts are never
+      rebinned), so any gain and offset that overlaps the model's range works, a partial
+      overlap with a warning. The counts are those of each model's whole range; the
+      background and fixed signatures are given on the measured channels. Without them the
+      channels are taken as the models' own.
+
     Computations run in float32, or in float64 when ``jax.enable_x64`` is on.
 
     Spectra of any finite total are accepted: above :data:`SCALED_TOTAL` counts the solver
@@ -281,6 +295,9 @@ def unmix(
     y, batched = check_counts(counts, convert=False)
     b, m = y.shape
     fixed_rows, fixed_names = fixed_signature_rows(background, signatures, m)
+    measured = channel_edges(m, energies=energies, edges=edges)
+    if measured is not None:
+        models = calibrated(models, measured)
     iae_names = []
     for i, mdl in enumerate(models):
         if mdl.manifold.n_channels > m:

@@ -296,6 +296,7 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    energy_edges=None,
     **architecture,
 ) -> M.IAEModel:
     """Train an IAE on ``spectra`` with ``anchors`` and return the model with the best parameters.
@@ -332,6 +333,9 @@ def train(
     checkpoint: a file to save the training state to every ``checkpoint_every`` epochs
       (atomically); with ``resume=True`` an existing one is continued from where it stopped.
     progress: show a progress bar (epochs, losses).
+    energy_edges: optional ``(n + 1,)`` bin edges (keV) of the spectra's channels, stored in
+      ``info["energy_edges"]``: with it the model unmixes spectra of any energy calibration
+      (``frugal.gamma.unmix(..., energies=...)``).
     """
     output = architecture.get("output", "exp")
     x, e, v, joint = _validate_training_data(spectra, anchors, valid, output)
@@ -347,6 +351,11 @@ def train(
     e_scaled = (e / scale).astype(np.float32)
     v = None if v is None else (v / scale).astype(np.float32)
     n_train, c, n = train_x.shape
+    if energy_edges is not None:
+        energy_edges = check_array(energy_edges, "energy_edges", ndim=1, dtype=np.float64)
+        if energy_edges.shape != (n + 1,) or np.any(np.diff(energy_edges) <= 0):
+            raise ValueError(f"energy_edges must be {n + 1} increasing bin edges (keV) for spectra of {n} channels, "
+                             f"got shape {energy_edges.shape}")
     epochs = default_epochs(n_train, n) if epochs is None else check_int(epochs, "epochs", minimum=1)
     eval_every = max(1, epochs // 100) if eval_every is None else check_int(eval_every, "eval_every", minimum=1)
     if patience is not None:
@@ -513,6 +522,7 @@ def train(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "optimizer": optimizer_kind,
+        "energy_edges": None if energy_edges is None else [float(v) for v in energy_edges],
     }
     model = M.IAEModel(config, state, info)
     if checkpoint is not None:

@@ -60,9 +60,10 @@ class Manifold(abc.ABC):
 
     @abc.abstractmethod
     def signatures(self, params, coords, n_channels: int | None = None):
-        """Unit-sum, non-negative signatures ``(..., c, n)`` at ``coords`` ``(..., n_coords)``
-        (zero-padded to ``n_channels`` when given: a model of the first ``n`` channels of a
-        longer spectrum)."""
+        """Non-negative signatures ``(..., c, n)`` at ``coords`` ``(..., n_coords)``, each
+        summing to one over the model's energy range (to less where the channels see only
+        part of it: :class:`frugal.gamma.calibration.CalibratedManifold`), zero-padded to
+        ``n_channels`` when given (a model of the first ``n`` channels of a longer spectrum)."""
 
     @abc.abstractmethod
     def project(self, coords, lower, upper):
