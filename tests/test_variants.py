@@ -42,10 +42,19 @@ def test_amplitude_steps_reach_the_scipy_optimum(convex_instance, name):
     a0 = jnp.full(S.shape[1], y.sum() / S.shape[1], jnp.float32)
     a = np.asarray(step(a0, jnp.asarray(S, jnp.float32), jnp.asarray(y, jnp.float32)), float)
     assert np.all(a >= 0)
-    # Same objective to float32 resolution, same amplitudes where they are not tiny.
+    # Same objective to float32 resolution, and the same amplitudes in the unit that matters,
+    # the standard error: the distance to SciPy's optimum in the Fisher metric of the sources
+    # that are present. Not a relative tolerance on each amplitude: the flat background-like
+    # column makes the objective flat along one direction (standard errors of 6-16 % of the
+    # amplitudes), where float32 resolves the optimum only to ~0.1 standard error; XLA's code
+    # for another instruction set or optimisation level moves the stop by 0.05-0.1 (measured
+    # with LLVM at -O0: 0.07 for "newton", 0.10 for "fista", up to 0.9 % of an amplitude).
     assert nll(a) - nll(a_ref) <= 1e-5 * abs(nll(a_ref)) + 1e-2
     big = a_ref > 1.0
-    np.testing.assert_allclose(a[big], a_ref[big], rtol=5e-3)
+    fisher = (S[:, big].T / (S @ a_ref)) @ S[:, big]
+    d = a[big] - a_ref[big]
+    assert np.sqrt(d @ fisher @ d) < 0.2, f"{name}: {np.sqrt(d @ fisher @ d):.3f} standard errors from the optimum"
+    assert np.all(a[~big] < 0.2 * np.sqrt(np.diag(np.linalg.inv(fisher))).min())
 
 
 #: Iterations per latent solver: enough for each to converge on the instance below.
