@@ -41,7 +41,7 @@ from frugal.ops.proxes import project_box_section
 from frugal.solvers.newton import sum_to_one_basis
 
 __all__ = ["BarycentricManifold", "BoxManifold", "Manifold", "ManifoldModel", "SignatureModel", "as_models",
-           "pad_channels"]
+           "check_weight_box", "pad_channels"]
 
 
 class Manifold(abc.ABC):
@@ -122,6 +122,14 @@ def pad_channels(x, n_channels: int | None):
     return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n_channels - x.shape[-1])])
 
 
+def check_weight_box(lower, upper, name: str) -> tuple:
+    """``(lower, upper)`` if the box meets the plane ``sum = 1`` (``lower <= upper``,
+    ``sum(lower) <= 1 <= sum(upper)``), else a ``ValueError`` naming ``name``."""
+    if np.any(lower > upper) or lower.sum() > 1 or upper.sum() < 1:
+        raise ValueError(f"{name} must satisfy lower <= upper and sum(lower) <= 1 <= sum(upper)")
+    return lower, upper
+
+
 class SignatureModel:
     """What :func:`frugal.gamma.unmix` and :func:`frugal.xray.sushi` take of a model: its
     :attr:`manifold`, its ``state`` (the manifold's ``params``), ``latent_bounds`` (the
@@ -157,9 +165,7 @@ class SignatureModel:
             lower, upper = (np.broadcast_to(np.asarray(b, float), (d,)) for b in bounds)
         except (TypeError, ValueError) as err:
             raise ValueError(f"bounds must be None, 'training', 'simplex' or (lower, upper) of shape ({d},)") from err
-        if np.any(lower > upper) or lower.sum() > 1 or upper.sum() < 1:
-            raise ValueError("bounds must satisfy lower <= upper and sum(lower) <= 1 <= sum(upper)")
-        return lower, upper
+        return check_weight_box(lower, upper, "bounds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +188,7 @@ class ManifoldModel(SignatureModel):
             if arr.shape != (d,):
                 raise ValueError(f"{name} must have shape ({d},) (the manifold's n_coords), got {arr.shape}")
             object.__setattr__(self, name, arr)
-        if np.any(self.lower > self.upper) or self.lower.sum() > 1 or self.upper.sum() < 1:
-            raise ValueError("lower and upper must satisfy lower <= upper and sum(lower) <= 1 <= sum(upper)")
+        check_weight_box(self.lower, self.upper, "lower and upper")
 
     @property
     def state(self):
